@@ -1,0 +1,305 @@
+"""Domain evaluations through lm-evaluation-harness, on the in-memory model, offline.
+
+Built-in tasks (definitions in `evals/tasks/*.yaml`, data from `evals/domain_data.py`):
+
+    harness_arith_mc    two-digit arithmetic, 4-way multiple choice       -> domain_arith_mc/acc
+    harness_facts_mc    capitals / element symbols / planets / SI units   -> domain_facts_mc/acc
+    harness_format_gen  verifiable format instructions, rule-checked      -> domain_format_gen/acc
+
+Any other lm-eval task name (`hellaswag`, `mmlu`, ...) passes through unchanged, reported as
+`domain_<task>/<metric>`; those read the Hub as lm-eval normally does.
+
+How a task YAML finds its data file
+-----------------------------------
+The JSONL files are generated at run time under `cache_dir`, so their absolute path cannot be
+written into the YAMLs shipped in `evals/tasks/`. lm-eval 0.4.13 offers no variable
+substitution in YAML and no per-task override by name: a dict passed in `tasks=` is taken as a
+complete inline config (`TaskIndex.entry_from_config`), not merged with the registered YAML.
+What its YAML loader does support is `include:` with an absolute path, with the including
+file's keys winning (`lm_eval.tasks._yaml_loader.load_yaml`). So each run writes, next to the
+data, a two-key overlay per built-in task:
+
+    <cache_dir>/domain_evals/tasks/harness_arith_mc.yaml
+        include: /…/evals/tasks/harness_arith_mc.yaml          # the real task definition
+        dataset_kwargs: {data_files: {test: /…/arith_mc.jsonl}, cache_dir: /…/hf_datasets}
+
+and builds `TaskManager(include_path=<that dir>)`. The task definition (prompt, choices,
+metrics, `!function format_checks.process_results`, which resolves next to the included YAML)
+stays entirely in `evals/tasks/`; the overlay carries only the path. The `data_files` in the
+shipped YAMLs is a relative placeholder, so `lm_eval --include_path evals/tasks` still works
+when run from a directory holding the files that `domain_data.write_task_data` writes. Both
+the data and the overlays are written atomically and only when their bytes change.
+
+Offline and caching
+-------------------
+With built-in tasks only, the run forces Hub offline mode (env vars plus the already-imported
+`huggingface_hub` / `datasets` constants, restored afterwards); the tasks read local JSONL and
+the model is passed in memory. lm-eval's response cache (`use_cache`) and request cache are not
+used: their keys carry no model identity, so a policy and its reference would share entries.
+
+Per-item results
+----------------
+`DomainResult.per_item[eval_name]` is the 0/1 correctness per document in doc-id order (from
+lm-eval's logged samples) and `doc_ids[eval_name]` the matching ids, so two models evaluated
+on the same tasks and `limit` can be compared pairwise with `mcnemar_paired`.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from evals.domain_data import write_atomic, write_task_data
+from evals.metrics import METRICS, register_metric
+
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+TASK_PREFIX = "harness_"
+EVAL_PREFIX = "domain_"
+
+# lm-eval task name -> data key in evals.domain_data
+BUILTIN_TASKS = {
+    "harness_arith_mc": "arith_mc",
+    "harness_facts_mc": "facts_mc",
+    "harness_format_gen": "format_gen",
+}
+_DESCRIPTIONS = {
+    "harness_arith_mc": "two-digit arithmetic multiple choice (lm-eval loglikelihood), fraction correct",
+    "harness_facts_mc": "general-knowledge multiple choice (lm-eval loglikelihood), fraction correct",
+    "harness_format_gen": "format-instruction following (greedy generation, rule-checked), fraction compliant",
+}
+_OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def eval_name(task: str) -> str:
+    """lm-eval task name -> eval prefix of the flat summary: `harness_arith_mc` -> `domain_arith_mc`."""
+    short = task[len(TASK_PREFIX):] if task.startswith(TASK_PREFIX) else task
+    return EVAL_PREFIX + short
+
+
+for _task, _desc in _DESCRIPTIONS.items():
+    _key = f"{eval_name(_task)}/acc"
+    if _key not in METRICS:  # a module reload must not register twice
+        register_metric(_key, higher_is_better=True, unit="fraction", description=_desc)
+
+
+@dataclass
+class DomainResult:
+    summary: dict[str, float]  # "domain_<task>/<metric>" and "..._stderr"
+    per_item: dict[str, list[float]]  # eval name -> per-document score in doc-id order
+    doc_ids: dict[str, list[int]] = field(default_factory=dict)  # eval name -> doc ids, same order
+    tasks: list[str] = field(default_factory=list)  # lm-eval task names as run
+
+
+def resolve_task(name: str) -> str:
+    """Accept the short names too: `arith_mc` -> `harness_arith_mc`; anything else unchanged."""
+    if name not in BUILTIN_TASKS and TASK_PREFIX + name in BUILTIN_TASKS:
+        return TASK_PREFIX + name
+    return name
+
+
+def prepare_tasks(cache_dir: Path) -> Path:
+    """Write the data files and the overlay YAMLs under `cache_dir`; returns the overlay dir."""
+    root = Path(cache_dir).resolve() / "domain_evals"
+    paths = write_task_data(root / "data")
+    overlay_dir = root / "tasks"
+    for task, data_key in BUILTIN_TASKS.items():
+        overlay = {
+            "include": str(TASKS_DIR / f"{task}.yaml"),
+            "dataset_kwargs": {
+                "data_files": {"test": str(paths[data_key])},
+                "cache_dir": str(root / "hf_datasets"),
+            },
+        }
+        text = "# generated by evals.domain.prepare_tasks: the task definition is the included file\n"
+        text += yaml.safe_dump(overlay, sort_keys=False)
+        write_atomic(overlay_dir / f"{task}.yaml", text.encode("utf-8"))
+    return overlay_dir
+
+
+@contextlib.contextmanager
+def _hub_offline(enabled: bool = True) -> Iterator[None]:
+    """Force Hugging Face Hub offline mode for the block, restoring the previous state after.
+
+    The libraries read the env vars at import time, so the imported constants are patched too.
+    """
+    if not enabled:
+        yield
+        return
+    import datasets.config
+    import huggingface_hub.constants as hub_constants
+
+    saved_env = {k: os.environ.get(k) for k in _OFFLINE_ENV}
+    targets = [(hub_constants, "HF_HUB_OFFLINE"), (datasets.config, "HF_HUB_OFFLINE"),
+               (datasets.config, "HF_DATASETS_OFFLINE")]
+    saved = [(mod, attr, getattr(mod, attr)) for mod, attr in targets if hasattr(mod, attr)]
+    try:
+        for k in _OFFLINE_ENV:
+            os.environ[k] = "1"
+        for mod, attr, _ in saved:
+            setattr(mod, attr, True)
+        yield
+    finally:
+        for mod, attr, value in saved:
+            setattr(mod, attr, value)
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _preserve_rng() -> Iterator[None]:
+    """simple_evaluate reseeds python/numpy/torch globally; give the caller its RNG state back."""
+    import numpy as np
+    import torch
+
+    py, npy, pt = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(npy)
+        torch.set_rng_state(pt)
+
+
+def run_domain_evals(
+    model,
+    tokenizer,
+    tasks: list[str],
+    *,
+    cache_dir: Path,
+    limit: int | None = None,
+    batch_size: int = 8,
+    seed: int = 0,
+    apply_chat_template: bool = False,
+    bootstrap_iters: int = 1000,
+) -> DomainResult:
+    """Evaluate an in-memory HF model on lm-eval tasks; see the module docstring.
+
+    `limit` takes the first `limit` documents of each task (lm-eval semantics), so two runs
+    with the same `limit` score the same items.
+    """
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    if not tasks:
+        raise ValueError("no tasks given")
+    task_names = [resolve_task(t) for t in tasks]
+    builtin_only = all(t in BUILTIN_TASKS for t in task_names)
+    overlay_dir = prepare_tasks(Path(cache_dir))
+
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        with _hub_offline(builtin_only), _preserve_rng():
+            # The defaults index (~thousands of YAMLs) is only scanned when a non-built-in task is asked for.
+            task_manager = TaskManager(include_path=str(overlay_dir), include_defaults=not builtin_only)
+            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+            results = lm_eval.simple_evaluate(
+                model=lm,
+                tasks=task_names,
+                task_manager=task_manager,
+                limit=limit,
+                log_samples=True,
+                use_cache=None,
+                cache_requests=False,
+                bootstrap_iters=bootstrap_iters,
+                apply_chat_template=apply_chat_template,
+                random_seed=seed,
+                numpy_random_seed=seed,
+                torch_random_seed=seed,
+                fewshot_random_seed=seed,
+            )
+    finally:
+        model.train(was_training)
+    if results is None:  # non-zero rank under a distributed launcher
+        return DomainResult(summary={}, per_item={}, tasks=task_names)
+    per_item, doc_ids = _per_item(results.get("samples") or {})
+    return DomainResult(
+        summary=_summary(results["results"]), per_item=per_item, doc_ids=doc_ids, tasks=task_names
+    )
+
+
+def _metric_name(metric: str, filt: str) -> str:
+    """`acc`,`none` -> `acc`; `exact_match_stderr`,`strict-match` -> `exact_match_strict-match_stderr`."""
+    if filt in ("none", ""):
+        return metric
+    if metric.endswith("_stderr"):
+        return f"{metric[: -len('_stderr')]}_{filt}_stderr"
+    return f"{metric}_{filt}"
+
+
+def _summary(task_results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    summary: dict[str, float] = {}
+    for task, metrics in task_results.items():
+        prefix = eval_name(task)
+        for key, value in metrics.items():
+            if "," not in key or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue  # "alias", "N/A" stderrs, sample counts
+            metric, filt = key.split(",", 1)
+            summary[f"{prefix}/{_metric_name(metric, filt)}"] = float(value)
+    return summary
+
+
+def _per_item(samples: dict[str, list[dict]]) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
+    """Per-document scores: `acc` where the task has it, else its first scalar metric; one filter."""
+    per_item: dict[str, list[float]] = {}
+    doc_ids: dict[str, list[int]] = {}
+    for task, rows in samples.items():
+        if not rows:
+            continue
+        filters = [r.get("filter", "none") for r in rows]
+        filt = "none" if "none" in filters else filters[0]
+        rows = sorted((r for r in rows if r.get("filter", "none") == filt), key=lambda r: r["doc_id"])
+        names = list(rows[0].get("metrics", []))
+        metric = "acc" if "acc" in names else next(
+            (m for m in names if _is_scalar(rows[0].get(m))), None
+        )
+        if metric is None:
+            continue
+        name = eval_name(task)
+        per_item[name] = [float(r[metric]) for r in rows]
+        doc_ids[name] = [int(r["doc_id"]) for r in rows]
+    return per_item, doc_ids
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, (int, float))  # bool included; lists (ifeval's inst-level) are not
+
+
+def mcnemar_paired(policy: list[float], reference: list[float]) -> dict[str, float]:
+    """Exact two-sided McNemar test on paired 0/1 outcomes (binomial test on the discordant pairs).
+
+    Returns delta (policy accuracy - reference accuracy), p_value, n_discordant, and the counts
+    policy_only (policy right, reference wrong) and reference_only.
+    """
+    from scipy.stats import binomtest
+
+    if len(policy) != len(reference):
+        raise ValueError(f"paired lists differ in length: {len(policy)} vs {len(reference)}")
+    if not policy:
+        raise ValueError("no items to compare")
+    for v in (*policy, *reference):
+        if v not in (0, 1) or (isinstance(v, float) and math.isnan(v)):
+            raise ValueError(f"McNemar needs 0/1 outcomes, got {v!r}")
+    n = len(policy)
+    policy_only = sum(1 for p, r in zip(policy, reference) if p == 1 and r == 0)
+    reference_only = sum(1 for p, r in zip(policy, reference) if p == 0 and r == 1)
+    n_disc = policy_only + reference_only
+    p_value = binomtest(policy_only, n_disc, 0.5, alternative="two-sided").pvalue if n_disc else 1.0
+    return {
+        "delta": sum(policy) / n - sum(reference) / n,
+        "p_value": float(p_value),
+        "n_discordant": n_disc,
+        "policy_only": policy_only,
+        "reference_only": reference_only,
+        "n": n,
+    }

@@ -1,0 +1,503 @@
+"""Raw and length-controlled (LC) win rates, AlpacaEval-2 style, fitted by alpaca-eval's own GLM code.
+
+The numbers must be comparable with the AlpacaEval leaderboard, so nothing here re-implements the
+statistics: the raw win rate is `alpaca_eval.metrics.get_winrate`, and the LC win rate is
+alpaca-eval 0.6.6's `make_dmatrix_for_model` + `fit_LogisticRegressionCV` with its `GLM_INFO`
+formulas. Only the featurisation is rebuilt here, line for line after `_get_featurized_data`,
+because that function always calls `hf_hub_download` (this code must work offline and never touch
+the hub) and `get_length_controlled_winrate` may write weight files into site-packages.
+
+Two recipes:
+
+- `length_controlled_v1` (the official leaderboard GLM) when the caller passes both fixed inputs:
+  the per-instruction difficulty table and the "gamed rows" (alpaca-eval's HF `df_gamed.csv`:
+  the baseline's verbose/concise variants, used to regularise the length slope towards the
+  baseline's). Only meaningful for the 805 AlpacaEval instructions in their original order,
+  because difficulty is looked up by row position, as alpaca-eval does.
+- `length_controlled_minimal` otherwise: `tanh(std_delta_len)` plus a per-model bias, no
+  difficulty, no regularisation. This is the one to use for any other prompt set.
+
+Uncertainty: a paired bootstrap over prompts. Each replicate resamples annotation rows with
+replacement and recomputes both win rates on the same rows; the interval is the percentile
+interval. The LC replicates are real GLM refits, not a resampling of the per-row predictions: with
+the minimal recipe every row has the same prediction (no per-instruction feature), so bootstrapping
+the mean of predictions would give a zero-width interval and hide the estimation error of the
+fitted weights. To keep that affordable, each replicate refits with the regularisation strength
+`C` that the full-data cross-validation chose (alpaca-eval's `fit_LogisticRegressionCV` with
+`n_splits=0`) instead of re-running the 5-fold x 10-C search: one liblinear fit (~5-10 ms) instead
+of fifty (~0.1 s), so 200 replicates on 805 rows take ~3 s instead of ~20 s. The interval
+therefore treats the chosen `C` as fixed. Measured against re-running the CV in every replicate
+(200 replicates, seed 0): claude-2 / v1 gave the same interval within 0.05 pp; gpt4_gamed / minimal
+gave a bootstrap SE of 5.4 pp instead of 6.1 pp, so under the minimal recipe the interval can be
+~10% too narrow.
+
+Standard errors: `win_rate_stderr` is alpaca-eval's analytic SEM of the row preferences (the
+leaderboard's `standard_error`). `lc_win_rate_stderr` is the bootstrap standard deviation of the LC
+replicates (NaN without bootstrap). alpaca-eval's own `lc_standard_error` is deliberately not used:
+it is the SEM of the per-row predictions, which ignores the GLM's estimation error and is exactly 0
+under the minimal recipe.
+"""
+from __future__ import annotations
+
+import functools
+import gzip
+import json
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pandas as pd
+
+from evals.metrics import register_metric
+
+OFFICIAL_RECIPE = "length_controlled_v1"
+MINIMAL_RECIPE = "length_controlled_minimal"
+
+REQUIRED_ANNOTATION_FIELDS = ("instruction", "output_1", "output_2", "preference", "generator_1", "generator_2")
+_TEXT_FIELDS = ("instruction", "output_1", "output_2", "generator_1", "generator_2")
+GAMED_ROW_COLUMNS = ("index", "preference", "std_delta_len", "instruction_difficulty", "not_gamed_baseline")
+
+# Two tables built from different difficulty estimates would silently give a fit that is not v1.
+_DIFFICULTY_MISMATCH_TOLERANCE = 1e-9
+
+register_metric(
+    "winrate/win_rate_pct",
+    higher_is_better=True,
+    unit="pct",
+    description="Raw judge win rate of the model over the reference (draws count half), AlpacaEval style.",
+)
+register_metric(
+    "winrate/lc_win_rate_pct",
+    higher_is_better=True,
+    unit="pct",
+    description="Length-controlled win rate: alpaca-eval's GLM prediction at zero length difference.",
+)
+
+
+class AnnotationError(ValueError):
+    """Annotations that cannot be scored; the message names the file (or row), line and field."""
+
+
+@dataclass(frozen=True)
+class LCWinRate:
+    """Win rates in percent. CI and LC-stderr fields are NaN when the bootstrap was disabled."""
+
+    win_rate_pct: float
+    win_rate_stderr: float
+    lc_win_rate_pct: float
+    lc_win_rate_stderr: float
+    n: int
+    n_wins: int
+    n_draws: int
+    lc_ci_low: float
+    lc_ci_high: float
+    win_rate_ci_low: float
+    win_rate_ci_high: float
+    recipe: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_summary(self, prefix: str = "winrate") -> dict[str, float | int]:
+        """Flat `<eval>/<metric>` keys, uncertainty under the suffixes evals.metrics knows."""
+        return {
+            f"{prefix}/win_rate_pct": self.win_rate_pct,
+            f"{prefix}/win_rate_pct_stderr": self.win_rate_stderr,
+            f"{prefix}/win_rate_pct_ci_low": self.win_rate_ci_low,
+            f"{prefix}/win_rate_pct_ci_high": self.win_rate_ci_high,
+            f"{prefix}/lc_win_rate_pct": self.lc_win_rate_pct,
+            f"{prefix}/lc_win_rate_pct_stderr": self.lc_win_rate_stderr,
+            f"{prefix}/lc_win_rate_pct_ci_low": self.lc_ci_low,
+            f"{prefix}/lc_win_rate_pct_ci_high": self.lc_ci_high,
+            f"{prefix}/n": self.n,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# alpaca-eval access
+
+
+@functools.cache
+def _alpaca_eval() -> tuple[ModuleType, ModuleType]:
+    """(glm_winrate, winrate) modules, imported on first use.
+
+    Lazy because alpaca-eval pulls in `datasets` (~2-3 s), which merely importing `evals` (for the
+    metric registry) should not pay. Its `import pkg_resources` warns on every import; that is
+    alpaca-eval's noise, not ours, so it is silenced here and only here.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*pkg_resources is deprecated.*", category=UserWarning)
+        from alpaca_eval.metrics import glm_winrate, winrate
+    return glm_winrate, winrate
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def _open_text(path: Path):
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+
+
+def _validated_record(record: object, where: str) -> dict:
+    if not isinstance(record, dict):
+        raise AnnotationError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    for field in REQUIRED_ANNOTATION_FIELDS:
+        if field not in record:
+            raise AnnotationError(f"{where}, field {field!r}: missing")
+    for field in _TEXT_FIELDS:
+        if not isinstance(record[field], str):
+            raise AnnotationError(f"{where}, field {field!r}: expected a string, got {record[field]!r}")
+    preference = record["preference"]
+    # bool is an int subclass; a judge that says `true` has not given a preference
+    if preference is not None and (isinstance(preference, bool) or not isinstance(preference, (int, float))):
+        raise AnnotationError(f"{where}, field 'preference': expected a number, got {preference!r}")
+    if preference is not None and not _is_valid_preference(float(preference)):
+        raise AnnotationError(
+            f"{where}, field 'preference': {preference!r} is outside alpaca-eval's scale "
+            "(1 = output_1 wins, 2 = output_2 wins, 1.5 or 0 = draw, null = no verdict)"
+        )
+    return record
+
+
+def _is_valid_preference(preference: float) -> bool:
+    return math.isnan(preference) or preference == 0 or 1 <= preference <= 2
+
+
+def load_annotations(path: str | Path) -> pd.DataFrame:
+    """Read judged pairs from JSONL, JSONL.gz or a JSON list (optionally gzipped), keeping row order.
+
+    Row order matters: the official recipe looks instruction difficulty up by row position.
+    A `null` preference means the judge gave no verdict; like alpaca-eval, such rows are left out
+    of the win rates. Errors name the file, the 1-based line (record number for a JSON list) and
+    the field.
+    """
+    path = Path(path)
+    try:
+        with _open_text(path) as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError, EOFError) as error:
+        raise AnnotationError(f"{path}: cannot read: {error}") from error
+
+    records: list[dict] = []
+    if text.lstrip().startswith("["):
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise AnnotationError(f"{path}, line {error.lineno}: invalid JSON: {error.msg}") from error
+        for record_number, record in enumerate(parsed, start=1):
+            records.append(_validated_record(record, f"{path}, record {record_number}"))
+    else:
+        for line_number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise AnnotationError(f"{path}, line {line_number}: invalid JSON: {error.msg}") from error
+            records.append(_validated_record(record, f"{path}, line {line_number}"))
+    if not records:
+        raise AnnotationError(f"{path}: no annotations")
+
+    annotations = pd.DataFrame.from_records(records)
+    annotations["preference"] = pd.to_numeric(annotations["preference"], errors="raise").astype(float)
+    return annotations
+
+
+def load_instruction_difficulty(path: str | Path) -> pd.Series:
+    """`index,instruction_difficulty` CSV -> Series indexed by instruction row position."""
+    path = Path(path)
+    table = pd.read_csv(path)
+    missing = [column for column in ("index", "instruction_difficulty") if column not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected 'index,instruction_difficulty'")
+    if table["index"].duplicated().any():
+        raise ValueError(f"{path}: duplicated index values {table.loc[table['index'].duplicated(), 'index'].tolist()[:5]}")
+    difficulty = pd.to_numeric(table["instruction_difficulty"], errors="raise").astype(float)
+    difficulty.index = pd.Index(table["index"].astype(int), name="index")
+    difficulty.name = "instruction_difficulty"
+    return difficulty
+
+
+def load_gamed_rows(path: str | Path) -> pd.DataFrame:
+    """Stand-in for alpaca-eval's HF `df_gamed.csv` (CSV or CSV.gz), validated like `lc_winrate` does."""
+    path = Path(path)
+    return _validated_gamed_rows(pd.read_csv(path), source=str(path))
+
+
+def _validated_gamed_rows(gamed_rows: pd.DataFrame, source: str = "gamed_rows") -> pd.DataFrame:
+    missing = [column for column in GAMED_ROW_COLUMNS if column not in gamed_rows.columns]
+    if missing:
+        raise ValueError(f"{source}: missing column(s) {missing}; expected {', '.join(GAMED_ROW_COLUMNS)}")
+    gamed_rows = gamed_rows.copy()
+    not_gamed = gamed_rows["not_gamed_baseline"]
+    if not_gamed.dtype != bool:
+        as_text = not_gamed.astype(str).str.strip().str.lower()
+        if not as_text.isin(["true", "false", "1", "0", "1.0", "0.0"]).all():
+            raise ValueError(f"{source}: 'not_gamed_baseline' must be boolean")
+        not_gamed = as_text.isin(["true", "1", "1.0"])
+    # alpaca-eval weights rows by this flag: a True here would count a gamed row as the model's own
+    if not_gamed.any():
+        raise ValueError(f"{source}: gamed rows must have not_gamed_baseline=False")
+    gamed_rows["not_gamed_baseline"] = not_gamed.astype(bool)
+    for column in ("preference", "std_delta_len", "instruction_difficulty"):
+        gamed_rows[column] = pd.to_numeric(gamed_rows[column], errors="raise").astype(float)
+    # unlike annotations, df_gamed stores preferences already mapped to [0, 1]
+    if not gamed_rows["preference"].between(0, 1).all():
+        raise ValueError(f"{source}: 'preference' must lie in [0, 1] (df_gamed stores preference - 1)")
+    gamed_rows["index"] = gamed_rows["index"].astype(int)
+    return gamed_rows
+
+
+# --------------------------------------------------------------------------------------------
+# the GLM, alpaca-eval's code with our features
+
+
+def _featurize(
+    preference_0_to_1: np.ndarray,
+    delta_len_chars: np.ndarray,
+    row_positions: np.ndarray,
+    row_difficulty: np.ndarray | None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train rows and zero-length-difference test rows, as alpaca-eval's `_get_featurized_data` builds them."""
+    delta = pd.Series(delta_len_chars, dtype=float)
+    # not centred, sample std (ddof=1), as alpaca-eval; 0/0 (no length variation, or one row)
+    # would be NaN and patsy would silently drop the row, so treat it as "no length difference"
+    std_delta_len = (delta / delta.std()).fillna(0.0)
+    rows = pd.DataFrame({"preference": preference_0_to_1, "index": row_positions, "std_delta_len": std_delta_len})
+    if row_difficulty is not None:
+        rows["instruction_difficulty"] = row_difficulty
+    rows["not_gamed_baseline"] = True
+
+    test_columns = ["not_gamed_baseline"] if row_difficulty is None else ["instruction_difficulty", "not_gamed_baseline"]
+    test_rows = rows[test_columns].copy()
+    test_rows["std_delta_len"] = 0
+    return rows, test_rows
+
+
+def _fit_glm(
+    rows: pd.DataFrame,
+    test_rows: pd.DataFrame,
+    recipe: str,
+    gamed_rows: pd.DataFrame | None,
+    fixed_C: float | None = None,
+):
+    """(fitted sklearn model, per-row P(model wins | no length difference)).
+
+    `fixed_C=None` runs alpaca-eval's cross-validated fit; a value skips the search (bootstrap).
+    """
+    import sklearn
+
+    glm_winrate, _ = _alpaca_eval()
+    glm_info = glm_winrate.GLM_INFO[recipe]
+    regularize_lambda = glm_info["regularize_to_baseline_lambda"]
+    if regularize_lambda:
+        # ignore_index: alpaca-eval keeps duplicated labels here, which only works while nothing
+        # is dropped; positions are what its fit uses anyway (it resets the index for CV groups)
+        train = pd.concat([gamed_rows, rows], axis=0, ignore_index=True)
+        # divided by 2 because there are two gamed baselines (alpaca-eval's weighting)
+        sample_weight = train["not_gamed_baseline"].astype(float) + (
+            regularize_lambda * (~train["not_gamed_baseline"])
+        ).astype(float) / 2
+    else:
+        train = rows
+        sample_weight = None
+
+    train_xy, test_x = glm_winrate.make_dmatrix_for_model(train, test_rows, formula=glm_info["formula"])
+    is_judged = train_xy["preference"].notna()
+    train_xy = train_xy[is_judged]
+    if sample_weight is not None:
+        sample_weight = sample_weight[is_judged.to_numpy()]
+
+    fit_kwargs = dict(glm_info["kwargs"])
+    if fixed_C is not None:
+        fit_kwargs.update(n_splits=0, C=fixed_C)
+    # fit_LogisticRegressionCV flips sklearn's global metadata-routing switch on; scope it so the
+    # rest of the process keeps sklearn's defaults. The penalty= deprecation chatter is
+    # alpaca-eval's call style; sklearn < 1.10 still honours penalty="l1" over l1_ratio.
+    with sklearn.config_context(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*'penalty' was deprecated.*", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r"Inconsistent values: penalty=", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r"The default value for l1_ratios", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r"The fitted attributes of LogisticRegressionCV", category=FutureWarning)
+        model = glm_winrate.fit_LogisticRegressionCV(
+            train_xy, "preference", is_ytrue_proba=True, sample_weight=sample_weight, **fit_kwargs
+        )
+    return model, model.predict_proba(test_x)[:, 1]
+
+
+# --------------------------------------------------------------------------------------------
+# public entry point
+
+
+def _validated_annotations(annotations: pd.DataFrame) -> pd.DataFrame:
+    missing = [field for field in REQUIRED_ANNOTATION_FIELDS if field not in annotations.columns]
+    if missing:
+        raise AnnotationError(f"annotations: missing column(s) {missing}")
+    if len(annotations) == 0:
+        raise AnnotationError("annotations: no rows")
+    for field in ("output_1", "output_2"):
+        is_text = annotations[field].map(lambda value: isinstance(value, str))
+        if not is_text.all():
+            bad_row = int(np.flatnonzero(~is_text.to_numpy())[0])
+            raise AnnotationError(f"annotations, row {bad_row + 1}, field {field!r}: expected a string")
+    preference = pd.to_numeric(annotations["preference"], errors="coerce").astype(float)
+    is_bad = (preference.isna() & annotations["preference"].notna()) | ~preference.map(_is_valid_preference)
+    if is_bad.any():
+        bad_row = int(np.flatnonzero(is_bad.to_numpy())[0])
+        raise AnnotationError(
+            f"annotations, row {bad_row + 1}, field 'preference': {annotations['preference'].iloc[bad_row]!r} "
+            "is not 1..2, 0 (draw) or missing"
+        )
+    for field in ("generator_1", "generator_2"):
+        names = annotations[field].unique()
+        if len(names) != 1:
+            raise ValueError(f"annotations: expected one {field}, got {sorted(map(str, names))[:5]}")
+    return annotations.assign(preference=preference)
+
+
+def _difficulty_by_row(
+    n_rows: int, instruction_difficulty: pd.Series, gamed_rows: pd.DataFrame
+) -> np.ndarray:
+    positions = np.arange(n_rows)
+    difficulty = instruction_difficulty.reindex(positions)
+    if difficulty.isna().any():
+        missing = positions[difficulty.isna().to_numpy()]
+        raise ValueError(
+            f"instruction_difficulty has no value for row position(s) {missing[:5].tolist()}"
+            f"{' ...' if len(missing) > 5 else ''}; the official recipe needs the AlpacaEval prompt set in order"
+        )
+    # alpaca-eval takes difficulty from df_gamed itself; two disagreeing tables are two different GLMs
+    difficulty_in_gamed = gamed_rows.drop_duplicates("index").set_index("index")["instruction_difficulty"]
+    shared = difficulty_in_gamed.index.intersection(instruction_difficulty.index)
+    gap = (difficulty_in_gamed.loc[shared] - instruction_difficulty.loc[shared]).abs().max()
+    if len(shared) and gap > _DIFFICULTY_MISMATCH_TOLERANCE:
+        raise ValueError(
+            f"instruction_difficulty disagrees with gamed_rows' instruction_difficulty (max gap {gap:.3g}); "
+            "they must come from the same estimate"
+        )
+    return difficulty.to_numpy(dtype=float)
+
+
+def _percentile_interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
+    finite = replicates[np.isfinite(replicates)]
+    if len(finite) == 0:
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2
+    low, high = np.quantile(finite, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def _std_or_nan(replicates: np.ndarray) -> float:
+    finite = replicates[np.isfinite(replicates)]
+    return float(np.std(finite, ddof=1)) if len(finite) > 1 else float("nan")
+
+
+def lc_winrate(
+    annotations: pd.DataFrame,
+    *,
+    instruction_difficulty: pd.Series | None = None,
+    gamed_rows: pd.DataFrame | None = None,
+    n_bootstrap: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+) -> LCWinRate:
+    """Raw and LC win rate (percent) of `generator_2` (output_2) over the reference `generator_1` (output_1).
+
+    `annotations`: one row per prompt, columns instruction, output_1, output_2, preference
+    (1 = output_1 wins, 2 = output_2 wins, 1.5 or 0 = draw, fractional allowed, NaN = no verdict),
+    generator_1, generator_2. Row order is the prompt order.
+
+    Pass both `instruction_difficulty` (indexed by row position) and `gamed_rows` for the official
+    `length_controlled_v1` recipe; pass neither for `length_controlled_minimal`.
+
+    `n_bootstrap=0` skips the bootstrap: CI fields and `lc_win_rate_stderr` are NaN.
+    With fewer than 5 judged rows alpaca-eval's 5-fold CV cannot run: the LC fields are NaN (with
+    a warning) and the raw win rate is still reported.
+    A model judged against itself gets LC = 50 by construction (as alpaca-eval); its raw win rate
+    is still what the judge said (50 when, as alpaca-eval does, identical pairs are marked draws).
+    """
+    if (instruction_difficulty is None) != (gamed_rows is None):
+        raise ValueError(
+            "the official recipe needs both instruction_difficulty and gamed_rows; pass neither for the minimal recipe"
+        )
+    if n_bootstrap < 0:
+        raise ValueError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+
+    annotations = _validated_annotations(annotations).reset_index(drop=True)
+    _, winrate = _alpaca_eval()
+    raw = winrate.get_winrate(annotations[["preference"]])
+
+    n_rows = len(annotations)
+    recipe = MINIMAL_RECIPE if gamed_rows is None else OFFICIAL_RECIPE
+    row_difficulty = None
+    if gamed_rows is not None:
+        gamed_rows = _validated_gamed_rows(gamed_rows).drop(columns=["model"], errors="ignore")
+        row_difficulty = _difficulty_by_row(n_rows, instruction_difficulty, gamed_rows)
+
+    # alpaca-eval: 0 means draw; work with preference - 1 in [0, 1]
+    preference_0_to_1 = annotations["preference"].replace({0.0: 1.5}).to_numpy(dtype=float) - 1
+    delta_len_chars = (annotations["output_1"].str.len() - annotations["output_2"].str.len()).to_numpy(dtype=float)
+    row_positions = np.arange(n_rows)
+    is_self_match = annotations["generator_1"].iloc[0] == annotations["generator_2"].iloc[0]
+    n_judged = int(np.isfinite(preference_0_to_1).sum())
+    # alpaca-eval's GroupKFold needs at least one judged prompt per fold
+    min_judged_for_lc = _alpaca_eval()[0].GLM_INFO[recipe]["kwargs"]["n_splits"]
+    is_lc_estimable = is_self_match or n_judged >= min_judged_for_lc
+    if not is_lc_estimable:
+        warnings.warn(
+            f"LC win rate needs at least {min_judged_for_lc} judged rows (alpaca-eval's {min_judged_for_lc}-fold CV), "
+            f"got {n_judged}; reporting it as NaN",
+            stacklevel=2,
+        )
+
+    def lc_pct(sample: np.ndarray, fixed_C: float | None):
+        if is_self_match:
+            return 50.0, None  # by construction, as alpaca-eval
+        rows, test_rows = _featurize(
+            preference_0_to_1[sample],
+            delta_len_chars[sample],
+            row_positions[sample],
+            None if row_difficulty is None else row_difficulty[sample],
+        )
+        model, predicted = _fit_glm(rows, test_rows, recipe, gamed_rows, fixed_C=fixed_C)
+        return float(predicted.mean() * 100), model
+
+    nan = float("nan")
+    lc_win_rate_pct, model = lc_pct(row_positions, fixed_C=None) if is_lc_estimable else (nan, None)
+
+    lc_ci, win_rate_ci, lc_stderr = (nan, nan), (nan, nan), nan
+    if n_bootstrap > 0:
+        # C chosen once by alpaca-eval's CV on all rows, reused for every replicate (see module docstring)
+        selected_C = None if model is None else float(np.ravel(model.C_)[0])
+        rng = np.random.default_rng(seed)
+        lc_replicates_pct = np.full(n_bootstrap, nan)
+        win_rate_replicates_pct = np.full(n_bootstrap, nan)
+        for replicate in range(n_bootstrap):
+            sample = rng.integers(0, n_rows, size=n_rows)
+            if is_lc_estimable:
+                lc_replicates_pct[replicate], _ = lc_pct(sample, fixed_C=selected_C)
+            if np.isfinite(preference_0_to_1[sample]).any():
+                win_rate_replicates_pct[replicate] = np.nanmean(preference_0_to_1[sample]) * 100
+        lc_ci, lc_stderr = _percentile_interval(lc_replicates_pct, level), _std_or_nan(lc_replicates_pct)
+        win_rate_ci = _percentile_interval(win_rate_replicates_pct, level)
+
+    return LCWinRate(
+        win_rate_pct=float(raw["win_rate"]),
+        win_rate_stderr=float(raw["standard_error"]),
+        lc_win_rate_pct=lc_win_rate_pct,
+        lc_win_rate_stderr=lc_stderr,
+        n=int(raw["n_total"]),
+        n_wins=int(raw["n_wins"]),
+        n_draws=int(raw["n_draws"]),
+        lc_ci_low=lc_ci[0],
+        lc_ci_high=lc_ci[1],
+        win_rate_ci_low=win_rate_ci[0],
+        win_rate_ci_high=win_rate_ci[1],
+        recipe=recipe,
+    )

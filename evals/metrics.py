@@ -1,0 +1,37 @@
+"""Metric declarations: every metric states its direction and unit where it is defined.
+
+The gate, MLflow and the report all read the same flat summary keyed `<eval>/<metric>`;
+uncertainty rides along under `<eval>/<metric>_stderr`, `_ci_low`, `_ci_high`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.registry import Registry
+
+UNCERTAINTY_SUFFIXES = ("_stderr", "_ci_low", "_ci_high")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    key: str  # "<eval>/<metric>"
+    higher_is_better: bool | None  # None: no preferred direction (e.g. a length ratio)
+    unit: str
+    description: str
+
+
+METRICS: Registry[MetricSpec] = Registry("metric")
+
+
+def register_metric(key: str, *, higher_is_better: bool | None, unit: str, description: str) -> MetricSpec:
+    if "/" not in key:
+        raise ValueError(f"metric key {key!r} must be '<eval>/<metric>'")
+    return METRICS.add(key, MetricSpec(key, higher_is_better, unit, description))
+
+
+def base_key(key: str) -> str:
+    """`lc/win_rate_pct_stderr` -> `lc/win_rate_pct`."""
+    for suffix in UNCERTAINTY_SUFFIXES:
+        if key.endswith(suffix):
+            return key[: -len(suffix)]
+    return key

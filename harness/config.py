@@ -1,0 +1,234 @@
+"""Experiment configuration: YAML -> validated pydantic model, every problem reported at once.
+
+Fields that depend on each other are checked together in `ExperimentConfig` (like TRL's
+`DPOConfig.__post_init__`); variant-specific parameters are checked by the variant's own
+schema from the registry, so a new variant brings its own checks.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+class ModelConfig(_Strict):
+    name: str = Field("embedded:smollm2-135m-instruct", description="embedded:NAME, an HF hub id, or a local path")
+    trust_remote_code: bool = False
+    allow_pickle_weights: bool = Field(False, description="load .bin/.pt checkpoints (unsafe for untrusted models)")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class DataConfig(_Strict):
+    source: str = Field("builtin:verifiable", description="builtin:verifiable, a JSONL/Parquet file or folder, or hf:NAME")
+    split: str = "train"
+    responder: Literal["policy", "template"] = Field(
+        "policy", description="builtin data: answers sampled on-policy from the base model, or written by templates"
+    )
+    n_prompts: int = Field(48, gt=0, description="builtin data: training prompts to generate")
+    samples_per_prompt: int = Field(4, ge=2, description="on-policy samples per prompt; best vs worst becomes a pair")
+    sample_temperature: float = Field(0.8, gt=0)
+    max_new_tokens: int = Field(64, gt=0)
+    eval_fraction: float = Field(0.15, ge=0, lt=1, description="share of pairs held out for the chosen-log-prob eval")
+
+
+class LoraConfig(_Strict):
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | str = "all-linear"
+
+
+class TrainingConfig(_Strict):
+    max_steps: int = Field(16, gt=0)
+    batch_size: int = Field(4, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
+    max_length: int = Field(192, gt=8)
+    warmup_steps: int = Field(0, ge=0)
+    logging_steps: int = Field(1, gt=0)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+
+
+class KLConfig(_Strict):
+    n_prompts: int = Field(16, gt=1)
+    max_new_tokens: int = Field(32, gt=0)
+
+
+class EvalConfig(_Strict):
+    n_prompts: int = Field(24, ge=5, description="held-out prompts; >=5 because the LC GLM uses 5-fold CV")
+    max_new_tokens: int = Field(64, gt=0)
+    batch_size: int = Field(8, gt=0)
+    judge: Literal["rule"] = "rule"
+    kl: KLConfig = Field(default_factory=KLConfig)
+    domain_tasks: list[str] = Field(default_factory=lambda: ["harness_arith_mc"])
+    domain_limit: int | None = Field(40, gt=0)
+    n_bootstrap: int = Field(200, ge=0)
+
+
+class GateRule(_Strict):
+    """One rule. Direction comes from the metric's declaration, never from the rule."""
+
+    metric: str
+    name: str | None = None
+    min: float | None = None
+    max: float | None = None
+    # allowed change vs a baseline, measured in the metric's own direction ("may get worse by at most")
+    max_regression: float | None = Field(None, ge=0)
+    relative: bool = Field(False, description="max_regression is a fraction of the baseline, not an absolute amount")
+    against: Literal["reference", "champion"] = "reference"
+    statistic: Literal["point", "ci_low", "ci_high"] = "point"
+    required: bool = True
+
+    @model_validator(mode="after")
+    def _has_a_bound(self) -> "GateRule":
+        if self.min is None and self.max is None and self.max_regression is None:
+            raise ValueError("a rule needs at least one of min, max, max_regression")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.metric
+
+
+class GateConfig(_Strict):
+    rules: list[GateRule] = Field(default_factory=list)
+    allow_promote_without_rules: bool = False
+
+
+class RegistryConfig(_Strict):
+    model_name: str = Field("po-harness", description="MLflow registered model name")
+    alias: str = "champion"
+
+
+class ExperimentConfig(_Strict):
+    name: str = "experiment"
+    output_dir: Path = Path("runs")
+    cache_dir: Path | None = Field(None, description="model/data/generation caches; default <output_dir>/cache")
+    seed: int = 0
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    variant: str = "dpo"
+    beta: float | None = Field(None, description="the variant's beta; None takes the variant's paper default")
+    variant_params: dict[str, Any] = Field(default_factory=dict)
+    data: DataConfig = Field(default_factory=DataConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+
+    @field_validator("beta")
+    @classmethod
+    def _beta_positive(cls, v: float | None) -> float | None:
+        if v is not None and v <= 0:
+            raise ValueError("beta must be > 0")
+        return v
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return self.cache_dir or self.output_dir / "cache"
+
+    def cell_key(self) -> str:
+        """Stable content key of what gets trained: same settings -> same key, on any machine.
+
+        Paths, gate rules and registry names do not change the checkpoint, so they stay out.
+        """
+        payload = self.model_dump(mode="json", exclude={"output_dir", "cache_dir", "gate", "registry", "name"})
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+        return f"{self.variant}-b{self.beta:g}-s{self.seed}-{digest}"
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _format_loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "<root>"
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
+    out = []
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r}: expected key=value")
+        key, raw = pair.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        out.append((key.strip(), value))
+    return out
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of settings")
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(raw, key, value)
+    return validate_config(raw, source=str(path))
+
+
+def validate_config(raw: dict, source: str = "<config>") -> ExperimentConfig:
+    """Collect every problem (schema, variant parameters, gate metric names) and raise once."""
+    from harness import variants  # registry of variants with their own parameter schemas
+
+    problems: list[str] = []
+    try:
+        config = ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors():
+            problems.append(f"{_format_loc(err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+                            if err["type"] not in ("missing",) else f"{_format_loc(err['loc'])}: field required")
+        config = None
+    # Checks beyond the schema run on the raw values so they report even when the schema failed.
+    problems += variants.check_variant(raw.get("variant", "dpo"), raw.get("beta"), raw.get("variant_params") or {})
+    problems += _check_gate_metrics(raw)
+    if problems:
+        raise ConfigError(f"{source}: {len(problems)} problem(s) in the config", problems)
+    assert config is not None
+    if config.beta is None:
+        config.beta = variants.VARIANTS.get(config.variant).default_beta
+    return config
+
+
+def _check_gate_metrics(raw: dict) -> list[str]:
+    from evals.catalog import known_metrics, suggest_metric
+
+    rules = ((raw.get("gate") or {}).get("rules")) or []
+    if not isinstance(rules, list):
+        return []
+    problems = []
+    known = known_metrics()
+    for i, rule in enumerate(rules):
+        metric = rule.get("metric") if isinstance(rule, dict) else None
+        if isinstance(metric, str) and metric not in known:
+            close = suggest_metric(metric)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            problems.append(f"gate.rules.{i}.metric: unknown metric {metric!r}{hint}")
+    return problems

@@ -1,0 +1,276 @@
+"""One experiment cell end to end: data -> train -> generate -> evals -> gate -> promote -> report.
+
+Every stage returns a value; an eval that raises is recorded under `errors` and fails the
+gate (fail-closed). A crash outside the evals ends the MLflow run as FAILED, never FINISHED.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.console import Console
+
+from harness.config import ExperimentConfig
+from harness.errors import HarnessInputError
+from harness.gate import PROMOTE, GateDecision, gate
+
+console = Console(stderr=True)
+
+
+@dataclass
+class ExperimentResult:
+    run_id: str
+    cell: str
+    verdict: str
+    metrics: dict[str, float]
+    decision: GateDecision
+    report: str
+    errors: dict[str, str] = field(default_factory=dict)
+    champion_version: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "cell": self.cell, "verdict": self.verdict, "metrics": self.metrics,
+                "checks": self.decision.to_dict()["checks"], "report": self.report, "errors": self.errors,
+                "champion_version": self.champion_version}
+
+
+def _stage(name: str) -> None:
+    console.print(f"[bold cyan]>[/] {name}")
+
+
+def check_output_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-probe-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise HarnessInputError(f"output_dir: {path} is not writable ({exc.strerror or exc})") from None
+
+
+def _adapter_fingerprint(adapter_dir: Path, base_fingerprint: str) -> str:
+    h = hashlib.sha256(base_fingerprint.encode())
+    for f in sorted(adapter_dir.glob("*.safetensors")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def reference_baseline(metrics: dict[str, float], reference_domain: dict[str, float]) -> dict[str, float]:
+    """The reference measured against itself: what every 'vs reference' rule compares to."""
+    base = {"winrate/win_rate_pct": 50.0, "winrate/lc_win_rate_pct": 50.0, "winrate/raw_minus_lc_pct": 0.0,
+            "kl/seq_kl_k1": 0.0, "kl/seq_kl_k3": 0.0, "kl/token_kl_k1": 0.0, "length/ratio_tokens": 1.0,
+            "length/ratio_chars": 1.0, "chosen_logp/chosen_delta": 0.0, "chosen_logp/rejected_delta": 0.0,
+            "chosen_logp/margin_delta": 0.0}
+    if "length/reference_mean_tokens" in metrics:
+        base["length/policy_mean_tokens"] = metrics["length/reference_mean_tokens"]
+    base.update(reference_domain)
+    return base
+
+
+def run_experiment(config: ExperimentConfig, *, config_path: str = "", hooks: dict[str, Callable] | None = None) -> ExperimentResult:
+    """`hooks` lets tests inject faults per stage (e.g. {"eval:kl": raise_fn}) through the public path."""
+    from harness.models import load_model
+    from harness.preference_data import load_preference_data
+    from harness.tracking import Tracker, flatten
+
+    hooks = hooks or {}
+    check_output_dir(config.output_dir)
+    cell = config.cell_key()
+    cell_dir = config.output_dir / "cells" / cell
+    cache_dir = config.resolved_cache_dir
+    random.seed(config.seed)
+
+    _stage(f"loading {config.model.name}")
+    loaded = load_model(config.model.name, cache_dir, trust_remote_code=config.model.trust_remote_code,
+                        allow_pickle_weights=config.model.allow_pickle_weights, dtype=config.model.dtype)
+    model, tok = loaded.model, loaded.tokenizer
+
+    _stage("preference data")
+    data = load_preference_data(config, model, tok, loaded.fingerprint)
+    console.print(f"  {len(data.train)} training pairs, {len(data.heldout)} held out, dropped {dict(data.dropped) or 'none'}")
+
+    tracker = Tracker(config.output_dir, config.name)
+    run_id = tracker.start_run(cell, tags={"harness.cell": cell, "harness.variant": config.variant,
+                                           "harness.status": "running", "harness.config_path": config_path})
+    status = "FAILED"
+    try:
+        tracker.log_params(flatten(config.model_dump(mode="json")))
+        tracker.log_params({f"data.stats.{k}": v for k, v in flatten(data.stats()).items()})
+        tracker.log_metrics({f"data/dropped_{k}": v for k, v in data.dropped.items()} | {"data/pairs": len(data.train)})
+        result = _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks)
+        status = "FINISHED"
+        return result
+    except BaseException as exc:
+        tracker.set_tags({"harness.status": "failed", "harness.verdict": "BLOCK",
+                          "harness.error": f"{type(exc).__name__}: {exc}"[:1000]})
+        raise
+    finally:
+        tracker.end_run(status)
+
+
+def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks) -> ExperimentResult:
+    from evals.catalog import known_metrics
+    from evals.generation import DecodingSettings, generate
+    from harness.training import train_cell
+    from harness.verifiable_prompts import make_prompts
+
+    model, tok, cache_dir = loaded.model, loaded.tokenizer, config.resolved_cache_dir
+    e = config.eval
+    eval_prompts = make_prompts(e.n_prompts, config.seed, split="eval")
+    prompt_texts = [p.text for p in eval_prompts]
+    greedy = DecodingSettings(max_new_tokens=e.max_new_tokens, temperature=0.0, seed=config.seed)
+
+    _stage("reference generations (cached by content, shared by every cell on this reference)")
+    reference_out = generate(model, tok, prompt_texts, greedy, model_fingerprint=loaded.fingerprint,
+                             cache_dir=cache_dir, batch_size=e.batch_size, label="reference")
+
+    _stage(f"training {config.variant} (beta={config.beta:g}, {config.training.max_steps} steps)")
+    trained = train_cell(config, model, tok, data.train, cell_dir)
+    tracker.log_history(trained.history)
+    tracker.log_params({f"trl.{k}": v for k, v in trained.trl_params.items()})
+    tracker.log_metrics({"train/seconds": trained.seconds})
+    policy = trained.model
+    policy_fp = _adapter_fingerprint(trained.adapter_dir, loaded.fingerprint)
+
+    _stage("policy generations")
+    policy_out = generate(policy, tok, prompt_texts, greedy, model_fingerprint=policy_fp, cache_dir=cache_dir,
+                          batch_size=e.batch_size, label="policy")
+
+    metrics: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    verdicts: list[float] = []
+    reference_domain: dict[str, float] = {}
+
+    def run_eval(name: str, fn: Callable[[], dict[str, float]]) -> None:
+        _stage(f"eval: {name}")
+        try:
+            if f"eval:{name}" in hooks:
+                hooks[f"eval:{name}"]()
+            metrics.update(fn())
+        except Exception as exc:  # recorded, and the gate fails closed on it
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            console.print(f"  [red]eval {name} failed:[/] {errors[name]}")
+            (cell_dir / "errors").mkdir(parents=True, exist_ok=True)
+            (cell_dir / "errors" / f"{name}.txt").write_text(traceback.format_exc())
+
+    def winrate() -> dict[str, float]:
+        from evals.judges import JudgeItem
+        from evals.pairwise import winrate_eval
+
+        items = [JudgeItem(p.text, r.text, o.text, p) for p, r, o in zip(eval_prompts, reference_out, policy_out)]
+        summary, v = winrate_eval(items, e.judge, n_bootstrap=e.n_bootstrap, seed=config.seed)
+        verdicts.extend(v)
+        return summary
+
+    def kl() -> dict[str, float]:
+        from evals.generation import batch_completion_logprobs
+        from evals.kl import kl_from_logprobs
+
+        settings = DecodingSettings(max_new_tokens=e.kl.max_new_tokens, temperature=1.0, top_p=1.0, top_k=0,
+                                    seed=config.seed + 1)
+        kl_prompts = prompt_texts[: e.kl.n_prompts]
+        samples = generate(policy, tok, kl_prompts, settings, model_fingerprint=policy_fp, cache_dir=cache_dir,
+                           batch_size=e.batch_size, label="KL samples")
+        ids = [s.token_ids for s in samples]
+        lp_policy = batch_completion_logprobs(policy, tok, kl_prompts, ids, e.batch_size)
+        with policy.disable_adapter():
+            lp_ref = batch_completion_logprobs(policy, tok, kl_prompts, ids, e.batch_size)
+        return kl_from_logprobs(lp_policy, lp_ref).summary()
+
+    def length() -> dict[str, float]:
+        from evals.length import length_summary
+
+        return length_summary([o.n_tokens for o in policy_out], [r.n_tokens for r in reference_out],
+                              [len(o.text) for o in policy_out], [len(r.text) for r in reference_out])
+
+    def chosen_logp() -> dict[str, float]:
+        from evals.chosen_drop import chosen_drop_summary, pair_logps
+
+        if not data.heldout:
+            raise ValueError("no held-out pairs (data.eval_fraction is 0 or the data is too small)")
+        pol = pair_logps(policy, tok, data.heldout)
+        with policy.disable_adapter():
+            ref = pair_logps(policy, tok, data.heldout)
+        return chosen_drop_summary(pol, ref)
+
+    def domain() -> dict[str, float]:
+        from evals.domain import mcnemar_paired, run_domain_evals
+
+        if not e.domain_tasks:
+            return {}
+        dcache = cache_dir / "lm_eval"
+        pol = run_domain_evals(policy, tok, e.domain_tasks, cache_dir=dcache, limit=e.domain_limit, seed=config.seed)
+        with policy.disable_adapter():
+            ref = run_domain_evals(policy, tok, e.domain_tasks, cache_dir=dcache, limit=e.domain_limit, seed=config.seed)
+        out = dict(pol.summary)
+        for key, value in ref.summary.items():
+            reference_domain[key] = value
+        for task, items in pol.per_item.items():
+            test = mcnemar_paired(items, ref.per_item.get(task, []))
+            out[f"{task}/acc_delta"] = test["delta"]  # per_item is keyed by eval name, e.g. domain_arith_mc
+            out[f"{task}/acc_delta_pvalue"] = test["p_value"]
+        return out
+
+    run_eval("winrate", winrate)
+    run_eval("kl", kl)
+    run_eval("length", length)
+    run_eval("chosen_logp", chosen_logp)
+    run_eval("domain", domain)
+    tracker.log_metrics(metrics)
+
+    _stage("gate")
+    specs = known_metrics()
+    baselines: dict[str, dict[str, float] | None] = {"reference": reference_baseline(metrics, reference_domain)}
+    champion = tracker.champion(config.registry.model_name, config.registry.alias)
+    baselines["champion"] = tracker.run_metrics(champion[1]) if champion else None
+    decision = gate(metrics, baselines, config.gate.rules, specs=specs, errors=errors,
+                    allow_promote_without_rules=config.gate.allow_promote_without_rules)
+    if "gate" in hooks:
+        decision = hooks["gate"](decision)
+    tracker.log_json(decision.to_dict(), "gate_decision.json")
+    tags = {"harness.verdict": decision.verdict, "harness.status": "finished",
+            "harness.failed_checks": ",".join(c.name for c in decision.failed) or "-"}
+    if decision.first_failure:
+        tags["harness.block_reason"] = decision.first_failure
+    tracker.set_tags(tags)
+    tracker.log_artifact(trained.adapter_dir, "checkpoint")
+
+    version = None
+    if decision.verdict == PROMOTE:
+        _stage("promote")
+        version = tracker.register_and_alias(config.registry.model_name, config.registry.alias, "checkpoint",
+                                             tags={"harness.cell": cell, "harness.validated": "true"})
+        tracker.set_tags({"harness.model_version": version})
+
+    _stage("report")
+    samples = [{"prompt": p.text, "reference": r.text, "policy": o.text, "verdict": v,
+                "reference_tokens": r.n_tokens, "policy_tokens": o.n_tokens}
+               for p, r, o, v in zip(eval_prompts, reference_out, policy_out, verdicts or [None] * len(eval_prompts))]
+    result_doc = {
+        "experiment": config.name, "run_id": tracker.run_id, "cell": cell, "verdict": decision.verdict,
+        "config": config.model_dump(mode="json"), "metrics": metrics,
+        "metric_specs": {k: {"higher_is_better": s.higher_is_better, "unit": s.unit, "description": s.description}
+                         for k, s in specs.items()},
+        "checks": decision.to_dict()["checks"], "training": {"history": trained.history, "seconds": trained.seconds},
+        "samples": samples, "data": data.stats(), "errors": errors,
+    }
+    _write_generations(cell_dir / "generations.jsonl", samples)
+    tracker.log_artifact(cell_dir / "generations.jsonl")
+    from reports.experiment import render_experiment_report
+
+    report = render_experiment_report(result_doc, cell_dir / "report.html")
+    tracker.log_artifact(report)
+    return ExperimentResult(run_id=tracker.run_id, cell=cell, verdict=decision.verdict, metrics=metrics,
+                            decision=decision, report=str(report.resolve()), errors=errors, champion_version=version)
+
+
+def _write_generations(path: Path, samples: list[dict]) -> None:
+    from harness.atomic_io import write_text_atomic
+
+    write_text_atomic(path, "".join(json.dumps(s) + "\n" for s in samples))

@@ -1,0 +1,116 @@
+"""The ship/no-ship gate: a pure function from measurements and rules to a decision.
+
+Fail-closed: a crashed eval, a missing metric, a NaN/inf, a missing baseline each fail
+their check, and PROMOTE needs every required check to pass. A metric's direction comes
+from its declaration (evals.metrics), never from the rule.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Mapping
+
+from evals.metrics import MetricSpec
+from harness.config import GateRule
+
+PROMOTE, BLOCK = "PROMOTE", "BLOCK"
+
+
+@dataclass
+class CheckResult:
+    name: str
+    metric: str
+    passed: bool
+    reason: str
+    value: float | None = None
+    bound: float | None = None
+    baseline: float | None = None
+    statistic: str = "point"
+    required: bool = True
+
+
+@dataclass
+class GateDecision:
+    verdict: str
+    checks: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [c for c in self.checks if not c.passed]
+
+    @property
+    def first_failure(self) -> str | None:
+        failed = [c for c in self.failed if c.required] or self.failed
+        return f"{failed[0].name}: {failed[0].reason}" if failed else None
+
+    def to_dict(self) -> dict:
+        return {"verdict": self.verdict, "checks": [asdict(c) for c in self.checks]}
+
+
+def _finite(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _eval_of(metric: str) -> str:
+    return metric.split("/", 1)[0]
+
+
+def check_rule(rule: GateRule, summary: Mapping[str, float], baselines: Mapping[str, Mapping[str, float] | None],
+               spec: MetricSpec | None, errors: Mapping[str, str]) -> CheckResult:
+    base = dict(name=rule.label, metric=rule.metric, statistic=rule.statistic, required=rule.required)
+    if spec is None:
+        return CheckResult(**base, passed=False, reason=f"unknown metric {rule.metric!r}")
+    if _eval_of(rule.metric) in errors:
+        return CheckResult(**base, passed=False, reason=f"eval '{_eval_of(rule.metric)}' failed: {errors[_eval_of(rule.metric)]}")
+    key = rule.metric if rule.statistic == "point" else f"{rule.metric}_{rule.statistic}"
+    value = summary.get(key)
+    if value is None:
+        return CheckResult(**base, passed=False, reason=f"metric {key!r} is missing")
+    if not _finite(value):
+        return CheckResult(**base, value=value, passed=False, reason=f"{key} is {value} (not a finite number)")
+    problems, bound, baseline = [], None, None
+    if rule.min is not None:
+        bound = rule.min
+        if value < rule.min:
+            problems.append(f"{rule.statistic} {value:.4g} < min {rule.min:g}")
+    if rule.max is not None:
+        bound = rule.max
+        if value > rule.max:
+            problems.append(f"{rule.statistic} {value:.4g} > max {rule.max:g}")
+    if rule.max_regression is not None:
+        if spec.higher_is_better is None:
+            return CheckResult(**base, value=value, passed=False,
+                               reason=f"{rule.metric} has no direction, so 'max_regression' cannot apply; use min/max")
+        ref = baselines.get(rule.against)
+        baseline = ref.get(rule.metric) if ref else None
+        if baseline is None or not _finite(baseline):
+            return CheckResult(**base, value=value, passed=False,
+                               reason=f"no {rule.against} baseline for {rule.metric}" + ("" if ref else f" (no {rule.against})"))
+        allowed = rule.max_regression * abs(baseline) if rule.relative else rule.max_regression
+        bound = baseline - allowed if spec.higher_is_better else baseline + allowed
+        worse = value < bound if spec.higher_is_better else value > bound
+        if worse:
+            direction = "dropped" if spec.higher_is_better else "rose"
+            problems.append(f"{rule.statistic} {value:.4g} {direction} past {bound:.4g} "
+                            f"({rule.against} {baseline:.4g}, allowed change {allowed:.4g})")
+    if problems:
+        return CheckResult(**base, value=value, bound=bound, baseline=baseline, passed=False, reason="; ".join(problems))
+    return CheckResult(**base, value=value, bound=bound, baseline=baseline, passed=True,
+                       reason=f"{rule.statistic} {value:.4g} within bounds")
+
+
+def gate(summary: Mapping[str, float], baselines: Mapping[str, Mapping[str, float] | None], rules: list[GateRule],
+         *, specs: Mapping[str, MetricSpec], errors: Mapping[str, str] | None = None,
+         allow_promote_without_rules: bool = False) -> GateDecision:
+    errors = errors or {}
+    checks = [check_rule(rule, summary, baselines, specs.get(rule.metric), errors) for rule in rules]
+    if not rules and not allow_promote_without_rules:
+        checks.append(CheckResult(name="has_rules", metric="-", passed=False,
+                                  reason="no gate rules: set gate.allow_promote_without_rules to ship without any"))
+    # An eval that crashed blocks even if no rule reads it: its silence must not look like a pass.
+    for eval_name, message in errors.items():
+        if not any(_eval_of(r.metric) == eval_name for r in rules):
+            checks.append(CheckResult(name=f"{eval_name}_ran", metric=f"{eval_name}/*", passed=False,
+                                      reason=f"eval '{eval_name}' failed: {message}"))
+    ok = all(c.passed for c in checks if c.required)
+    return GateDecision(PROMOTE if ok else BLOCK, checks)
