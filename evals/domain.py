@@ -7,7 +7,18 @@ Built-in tasks (definitions in `evals/tasks/*.yaml`, data from `evals/domain_dat
     harness_format_gen  verifiable format instructions, rule-checked      -> domain_format_gen/acc
 
 Any other lm-eval task name (`hellaswag`, `mmlu`, ...) passes through unchanged, reported as
-`domain_<task>/<metric>`; those read the Hub as lm-eval normally does.
+`domain_<task>/<metric>` (a filter other than `none` joins the metric name:
+`exact_match_strict-match`); those read the Hub as lm-eval normally does. Task folders of the
+caller's go in `include_paths`; the same overlay trick (below) points a stock task at a local
+file, e.g. lm-eval's `ifeval` at a local `input_data.jsonl.gz`:
+
+    include: <site-packages>/lm_eval/tasks/ifeval/ifeval.yaml
+    task: ifeval_local
+    dataset_path: json
+    dataset_name: null
+    dataset_kwargs: {data_files: {train: /path/to/input_data.jsonl.gz}}
+
+(ifeval also needs `langdetect`, `immutabledict` and NLTK's `punkt_tab` data on NLTK_DATA.)
 
 How a task YAML finds its data file
 -----------------------------------
@@ -32,9 +43,10 @@ the data and the overlays are written atomically and only when their bytes chang
 
 Offline and caching
 -------------------
-With built-in tasks only, the run forces Hub offline mode (env vars plus the already-imported
+When every task resolves from the built-ins or `include_paths` (so lm-eval's own task index is
+not needed), the run forces Hub offline mode (env vars plus the already-imported
 `huggingface_hub` / `datasets` constants, restored afterwards); the tasks read local JSONL and
-the model is passed in memory. lm-eval's response cache (`use_cache`) and request cache are not
+the model is passed in memory. `offline=True/False` overrides that choice. lm-eval's response cache (`use_cache`) and request cache are not
 used: their keys carry no model identity, so a policy and its reference would share entries.
 
 Per-item results
@@ -180,11 +192,16 @@ def run_domain_evals(
     seed: int = 0,
     apply_chat_template: bool = False,
     bootstrap_iters: int = 1000,
+    include_paths: list[Path] | tuple[Path, ...] = (),
+    offline: bool | None = None,
 ) -> DomainResult:
     """Evaluate an in-memory HF model on lm-eval tasks; see the module docstring.
 
     `limit` takes the first `limit` documents of each task (lm-eval semantics), so two runs
-    with the same `limit` score the same items.
+    with the same `limit` score the same items. `include_paths` adds task-YAML folders of the
+    caller's (a name defined twice: the later folder wins, as in lm-eval). lm-eval's own task index (thousands of YAMLs, ~10 s
+    to scan) is loaded only when a task is found in neither. `offline=None` forces Hub offline
+    mode exactly when it is not loaded; True/False force it on/off.
     """
     import lm_eval
     from lm_eval.models.huggingface import HFLM
@@ -193,15 +210,17 @@ def run_domain_evals(
     if not tasks:
         raise ValueError("no tasks given")
     task_names = [resolve_task(t) for t in tasks]
-    builtin_only = all(t in BUILTIN_TASKS for t in task_names)
     overlay_dir = prepare_tasks(Path(cache_dir))
+    paths = [str(overlay_dir), *(str(Path(p).resolve()) for p in include_paths)]
+    task_manager = TaskManager(include_path=paths, include_defaults=False)
+    needs_defaults = any(t not in task_manager.all_tasks for t in task_names)
+    if needs_defaults:
+        task_manager = TaskManager(include_path=paths, include_defaults=True)
 
     was_training = getattr(model, "training", False)
     model.eval()
     try:
-        with _hub_offline(builtin_only), _preserve_rng():
-            # The defaults index (~thousands of YAMLs) is only scanned when a non-built-in task is asked for.
-            task_manager = TaskManager(include_path=str(overlay_dir), include_defaults=not builtin_only)
+        with _hub_offline(not needs_defaults if offline is None else offline), _preserve_rng():
             lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
             results = lm_eval.simple_evaluate(
                 model=lm,

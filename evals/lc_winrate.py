@@ -29,7 +29,13 @@ of fifty (~0.1 s), so 200 replicates on 805 rows take ~3 s instead of ~20 s. The
 therefore treats the chosen `C` as fixed. Measured against re-running the CV in every replicate
 (200 replicates, seed 0): claude-2 / v1 gave the same interval within 0.05 pp; gpt4_gamed / minimal
 gave a bootstrap SE of 5.4 pp instead of 6.1 pp, so under the minimal recipe the interval can be
-~10% too narrow.
+~10% too narrow. One exception: when the full-data fit shrinks every weight to 0 (no signal at
+the chosen C), each replicate re-runs the CV, since refits at that C would all return exactly 50.
+
+What LC can and cannot remove: the GLM models the judge's length preference as logistic in
+tanh(standardised length gap). A synthetic judge of exactly that shape, rewarding padding only,
+gives raw ~89% and LC within 0.2 pp of 50; a judge whose logit grows linearly in characters
+(sigmoid(padding_chars / 300)) is over-corrected to LC ~31-40, because tanh saturates.
 
 Standard errors: `win_rate_stderr` is alpaca-eval's analytic SEM of the row preferences (the
 leaderboard's `standard_error`). `lc_win_rate_stderr` is the bootstrap standard deviation of the LC
@@ -42,6 +48,7 @@ from __future__ import annotations
 import functools
 import gzip
 import json
+import logging
 import math
 import warnings
 from dataclasses import asdict, dataclass
@@ -128,9 +135,13 @@ def _alpaca_eval() -> tuple[ModuleType, ModuleType]:
     metric registry) should not pay. Its `import pkg_resources` warns on every import; that is
     alpaca-eval's noise, not ours, so it is silenced here and only here.
     """
+    root_logger = logging.getLogger()
+    root_level = root_logger.level
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*pkg_resources is deprecated.*", category=UserWarning)
         from alpaca_eval.metrics import glm_winrate, winrate
+    # alpaca_eval.annotators.base sets the root logger to INFO on import; that is the harness's call
+    root_logger.setLevel(root_level)
     return glm_winrate, winrate
 
 
@@ -473,8 +484,11 @@ def lc_winrate(
 
     lc_ci, win_rate_ci, lc_stderr = (nan, nan), (nan, nan), nan
     if n_bootstrap > 0:
-        # C chosen once by alpaca-eval's CV on all rows, reused for every replicate (see module docstring)
-        selected_C = None if model is None else float(np.ravel(model.C_)[0])
+        # C chosen once by alpaca-eval's CV on all rows, reused for every replicate (see module
+        # docstring). Unless that fit zeroed every weight: replicates at the same C would then all
+        # say exactly 50 and fake certainty, so each replicate re-runs the CV (slower, but rare).
+        has_signal = model is not None and bool(np.any(model.coef_))
+        selected_C = float(np.ravel(model.C_)[0]) if has_signal else None
         rng = np.random.default_rng(seed)
         lc_replicates_pct = np.full(n_bootstrap, nan)
         win_rate_replicates_pct = np.full(n_bootstrap, nan)

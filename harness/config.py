@@ -22,7 +22,7 @@ class _Strict(BaseModel):
 
 
 class ModelConfig(_Strict):
-    name: str = Field("embedded:smollm2-135m-instruct", description="embedded:NAME, an HF hub id, or a local path")
+    name: str = Field(description="embedded:smollm2-135m-instruct, embedded:tiny, an HF hub id, or a local path")
     trust_remote_code: bool = False
     allow_pickle_weights: bool = Field(False, description="load .bin/.pt checkpoints (unsafe for untrusted models)")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -117,8 +117,8 @@ class ExperimentConfig(_Strict):
     output_dir: Path = Path("runs")
     cache_dir: Path | None = Field(None, description="model/data/generation caches; default <output_dir>/cache")
     seed: int = 0
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    variant: str = "dpo"
+    model: ModelConfig
+    variant: str = Field(description="a registered variant: dpo, ipo, rpo, simpo, orpo, kto")
     beta: float | None = Field(None, description="the variant's beta; None takes the variant's paper default")
     variant_params: dict[str, Any] = Field(default_factory=dict)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -207,7 +207,8 @@ def validate_config(raw: dict, source: str = "<config>") -> ExperimentConfig:
                             if err["type"] not in ("missing",) else f"{_format_loc(err['loc'])}: field required")
         config = None
     # Checks beyond the schema run on the raw values so they report even when the schema failed.
-    problems += variants.check_variant(raw.get("variant", "dpo"), raw.get("beta"), raw.get("variant_params") or {})
+    if "variant" in raw:
+        problems += variants.check_variant(raw["variant"], raw.get("beta"), raw.get("variant_params") or {})
     problems += _check_gate_metrics(raw)
     if problems:
         raise ConfigError(f"{source}: {len(problems)} problem(s) in the config", problems)

@@ -163,9 +163,18 @@ def test_summary_flattening_of_filters_and_stderr():
 
 @pytest.fixture(scope="module")
 def tiny():
+    import torch
+
     from harness.models import load_model
 
-    return load_model("embedded:tiny", MODEL_CACHE)
+    # One intra-op thread: on the shared 2-core box a second OpenMP thread spin-waits against
+    # other processes, and 48-token generation goes from ~0.4 s to ~17 s.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield load_model("embedded:tiny", MODEL_CACHE)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _no_network(*args, **kwargs):
@@ -241,3 +250,22 @@ def test_mcnemar_rejects_bad_input():
         mcnemar_paired([0.5], [1])
     with pytest.raises(ValueError, match="no items"):
         mcnemar_paired([], [])
+
+
+def test_include_paths_task_runs_offline(tiny, tmp_path, monkeypatch):
+    """A caller's own overlay (a stock definition pointed at local data) resolves without lm-eval's index."""
+    import yaml
+
+    data = domain_data.write_task_data(tmp_path / "data")["facts_mc"]
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "my_facts.yaml").write_text(yaml.safe_dump({
+        "include": str(TASKS_DIR / "harness_facts_mc.yaml"),
+        "task": "my_facts",
+        "dataset_kwargs": {"data_files": {"test": str(data)}},
+    }))
+    monkeypatch.setattr(socket.socket, "connect", _no_network)
+    res = run_domain_evals(tiny.model, tiny.tokenizer, ["my_facts"], cache_dir=tmp_path / "c",
+                           limit=3, include_paths=[extra])
+    assert set(res.summary) == {"domain_my_facts/acc", "domain_my_facts/acc_stderr"}
+    assert len(res.per_item["domain_my_facts"]) == 3

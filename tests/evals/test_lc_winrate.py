@@ -181,6 +181,22 @@ def test_injected_length_bias_is_removed_by_minimal_recipe():
     assert abs(result.lc_ci_low - 50) < 3 and abs(result.lc_ci_high - 50) < 3
 
 
+def test_no_signal_fit_still_gets_an_honest_interval():
+    # Preferences unrelated to anything: alpaca-eval's CV shrinks every weight to 0, so LC is
+    # exactly 50. Refitting replicates at that same C would give a zero-width interval.
+    rng = np.random.default_rng(1)
+    n_rows = 60
+    pairs = _pairs(
+        rng.uniform(1, 2, n_rows),
+        output_1=["a" * int(n) for n in rng.integers(10, 100, n_rows)],
+        output_2=["b" * int(n) for n in rng.integers(10, 100, n_rows)],
+    )
+    result = lc_winrate(pairs, n_bootstrap=20)
+    assert result.lc_win_rate_pct == 50.0
+    assert result.lc_ci_high - result.lc_ci_low > 2
+    assert result.lc_win_rate_stderr > 0
+
+
 def test_model_against_itself_is_50_by_construction():
     outputs = [f"same answer {i}" for i in range(30)]
     pairs = _pairs([0.0] * 30, generator_1="m", generator_2="m", output_1=outputs, output_2=outputs)

@@ -1,0 +1,61 @@
+"""The KL estimator against the exact KL of a model small enough to enumerate every sequence."""
+import itertools
+import math
+
+import torch
+
+from evals.kl import exact_sequence_kl, kl_from_logprobs
+
+VOCAB, LENGTH = 3, 3
+
+
+def _autoregressive_table(seed: int):
+    """A toy 'language model': next-token distribution depends on the previous token."""
+    g = torch.Generator().manual_seed(seed)
+    first = torch.softmax(torch.randn(VOCAB, generator=g), 0)
+    trans = torch.softmax(torch.randn(VOCAB, VOCAB, generator=g) * 1.5, 1)
+    return first, trans
+
+
+def _token_logps(model, seq):
+    first, trans = model
+    out = [math.log(first[seq[0]])]
+    out += [math.log(trans[a, b]) for a, b in zip(seq, seq[1:])]
+    return torch.tensor(out)
+
+
+def _seq_probs(model):
+    return {s: float(_token_logps(model, s).sum().exp()) for s in itertools.product(range(VOCAB), repeat=LENGTH)}
+
+
+def _sample(model, n, seed):
+    first, trans = model
+    g = torch.Generator().manual_seed(seed)
+    seqs = []
+    for _ in range(n):
+        s = [int(torch.multinomial(first, 1, generator=g))]
+        while len(s) < LENGTH:
+            s.append(int(torch.multinomial(trans[s[-1]], 1, generator=g)))
+        seqs.append(tuple(s))
+    return seqs
+
+
+def test_estimators_agree_with_exact_kl_within_two_standard_errors():
+    policy, reference = _autoregressive_table(1), _autoregressive_table(2)
+    exact = exact_sequence_kl(_seq_probs(policy), _seq_probs(reference))
+    samples = _sample(policy, 4000, seed=0)
+    estimate = kl_from_logprobs([_token_logps(policy, s) for s in samples],
+                                [_token_logps(reference, s) for s in samples]).summary()
+    assert exact > 0.1  # the two models really differ
+    for name in ("kl/seq_kl_k1", "kl/seq_kl_k3"):
+        assert abs(estimate[name] - exact) < 2 * estimate[f"{name}_stderr"], (name, estimate[name], exact)
+    assert math.isclose(estimate["kl/token_kl_k1"], estimate["kl/seq_kl_k1"] / LENGTH, rel_tol=1e-9)
+
+
+def test_a_model_against_itself_has_zero_kl():
+    policy = _autoregressive_table(1)
+    samples = _sample(policy, 50, seed=0)
+    lp = [_token_logps(policy, s) for s in samples]
+    summary = kl_from_logprobs(lp, lp).summary()
+    assert summary["kl/seq_kl_k1"] == 0.0 and summary["kl/seq_kl_k3"] == 0.0
+    assert exact_sequence_kl(_seq_probs(policy), _seq_probs(policy)) == 0.0

@@ -1,0 +1,96 @@
+"""The whole path on embedded:tiny: TRL training, real evals, MLflow, gate, registry, report."""
+import json
+
+import pytest
+
+from harness.cli import main
+from harness.experiment import run_experiment
+from harness.tracking import Tracker
+from tests.conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, model_cache):
+    out = tmp_path_factory.mktemp("tiny-e2e")
+    config = tiny_config(out, model_cache)
+    return config, run_experiment(config, config_path="experiments/tiny.yaml")
+
+
+def test_training_moves_the_dpo_margin(tiny_run):
+    _, result = tiny_run
+    history = Tracker(tiny_run[0].output_dir, "tiny").client.get_metric_history(result.run_id, "train/rewards/margins")
+    margins = [m.value for m in sorted(history, key=lambda m: m.step)]
+    assert len(margins) == tiny_run[0].training.max_steps
+    assert sum(margins[-3:]) / 3 > sum(margins[:2]) / 2 + 0.05, margins
+
+
+def test_run_is_recorded_in_mlflow_with_eval_metrics_verdict_and_artifacts(tiny_run):
+    config, result = tiny_run
+    tracker = Tracker(config.output_dir, config.name)
+    run = tracker.client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["harness.cell"] == result.cell
+    assert run.data.tags["harness.verdict"] == result.verdict
+    for key in ("winrate/lc_win_rate_pct", "winrate/win_rate_pct", "kl/seq_kl_k1", "kl/seq_kl_k1_stderr",
+                "length/ratio_tokens", "chosen_logp/chosen_delta", "domain_arith_mc/acc"):
+        assert key in run.data.metrics, key
+    artifacts = {a.path for a in tracker.client.list_artifacts(result.run_id)}
+    assert {"gate_decision.json", "report.html", "generations.jsonl", "checkpoint"} <= artifacts
+    adapter = {a.path for a in tracker.client.list_artifacts(result.run_id, "checkpoint")}
+    assert "checkpoint/adapter_model.safetensors" in adapter
+    assert not any(p.endswith((".bin", ".pt")) for p in adapter)
+
+
+def test_promotion_moves_the_champion_alias_only_on_promote(tiny_run):
+    config, result = tiny_run
+    champion = Tracker(config.output_dir, config.name).champion(config.registry.model_name, config.registry.alias)
+    if result.verdict == "PROMOTE":
+        assert champion is not None and champion[1] == result.run_id
+    else:
+        assert champion is None
+
+
+def test_report_has_checks_metrics_and_samples(tiny_run):
+    _, result = tiny_run
+    html = open(result.report, encoding="utf-8").read()
+    assert result.cell in html and "lc_not_worse_than_reference" in html and "kl/seq_kl_k3" in html
+    assert "<script>alert" not in html
+
+
+def test_a_checkpoint_identical_to_the_reference_measures_as_no_change(tmp_path, model_cache):
+    # lr ~0: the LoRA B matrices stay at their zero init, so the policy equals the reference
+    config = tiny_config(tmp_path, model_cache, **{"training.learning_rate": 1e-12, "training.max_steps": 1})
+    result = run_experiment(config)
+    m = result.metrics
+    assert m["winrate/win_rate_pct"] == pytest.approx(50.0, abs=1.0)
+    assert m["winrate/lc_win_rate_pct"] == pytest.approx(50.0, abs=1.0)
+    assert abs(m["kl/seq_kl_k1"]) < 1e-3 and m["kl/seq_kl_k3"] < 1e-3
+    assert m["length/ratio_tokens"] == pytest.approx(1.0)
+    assert abs(m["chosen_logp/chosen_delta"]) < 1e-3
+
+
+def test_a_crashed_eval_blocks_and_leaves_the_champion_alone(tmp_path, model_cache, capsys):
+    config = tiny_config(tmp_path, model_cache)
+    first = run_experiment(config)  # may promote: becomes the champion
+    tracker = Tracker(config.output_dir, config.name)
+    before = tracker.registry_snapshot(config.registry.model_name)
+
+    def boom():
+        raise RuntimeError("injected KL failure")
+
+    result = run_experiment(config, hooks={"eval:kl": boom})
+    assert result.verdict == "BLOCK"
+    assert "kl" in result.errors
+    assert any("injected KL failure" in c.reason for c in result.decision.failed)
+    assert tracker.registry_snapshot(config.registry.model_name) == before
+    run = tracker.client.get_run(result.run_id)
+    assert run.data.tags["harness.verdict"] == "BLOCK" and "kl" in run.data.tags["harness.failed_checks"]
+    assert first.run_id != result.run_id
+
+
+def test_cli_json_output_and_exit_code(tmp_path, model_cache, capsys):
+    code = main(["run", "experiments/tiny.yaml", "--set", f"output_dir={tmp_path}", "--set", f"cache_dir={model_cache}",
+                 "--set", "training.max_steps=2", "--set", "eval.domain_tasks=[]", "--json"])
+    payload = json.loads(capsys.readouterr().out)
+    assert {"run_id", "cell", "verdict", "metrics", "checks", "report"} <= payload.keys()
+    assert code == (0 if payload["verdict"] == "PROMOTE" else 1)
