@@ -5,6 +5,7 @@ Exit codes: 0 PROMOTE / success, 1 BLOCK or a failed experiment, 2 bad input.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -29,7 +30,9 @@ def cmd_run(args) -> int:
     from harness.experiment import run_experiment
 
     config = load_config(args.config, args.set)
-    result = run_experiment(config, config_path=args.config)
+    # libraries print logs to stdout (the HF Trainer prints every log dict): keep stdout for our answer
+    with contextlib.redirect_stdout(sys.stderr):
+        result = run_experiment(config, config_path=args.config)
     if args.json:
         _print_json(result.to_json())
     else:
@@ -75,6 +78,69 @@ def cmd_lc_winrate(args) -> int:
     return 0
 
 
+def _tracker_for(args, run_id: str):
+    from harness.errors import HarnessInputError
+    from harness.tracking import Tracker
+
+    from pathlib import Path
+
+    db = Path(args.output_dir) / "mlflow.db"
+    if not db.exists():
+        raise HarnessInputError(f"--output-dir: no MLflow database at {db}")
+    tracker = Tracker(Path(args.output_dir), "harness-admin", create=False)
+    try:
+        tracker.attach(run_id)
+    except Exception:
+        raise HarnessInputError(f"RUN_ID: no run {run_id!r} in {db}") from None
+    return tracker
+
+
+def cmd_gate(args) -> int:
+    from harness.config import load_config
+    from harness.promotion import load_recorded, record_decision, regate
+
+    tracker = _tracker_for(args, args.run_id)
+    override = load_config(args.config) if args.config else None
+    recorded = load_recorded(tracker, args.run_id, override)
+    registry = recorded.config.registry
+    champion = tracker.champion(registry.model_name, registry.alias)
+    decision = regate(recorded, tracker.run_metrics(champion[1]) if champion else None, against=args.against)
+    record_decision(tracker, decision, name="gate_decision_regated.json")
+    if args.json:
+        _print_json({"run_id": args.run_id, "cell": recorded.cell, **decision.to_dict()})
+    else:
+        for c in decision.checks:
+            print(f"{'pass' if c.passed else 'FAIL'}  {c.name:32s} {c.reason}")
+        print(f"verdict: {decision.verdict}")
+    return 0 if decision.verdict == "PROMOTE" else 1
+
+
+def cmd_promote(args) -> int:
+    import getpass
+
+    from harness.promotion import decide_and_promote, force_promote, load_recorded, regate
+
+    tracker = _tracker_for(args, args.run_id)
+    recorded = load_recorded(tracker, args.run_id)
+    registry = recorded.config.registry
+    if args.force:
+        if not args.reason:
+            raise _input_error("--force needs --reason: a forced promotion is recorded with why")
+        version = force_promote(tracker, registry, cell=recorded.cell, reason=args.reason, user=getpass.getuser())
+        print(f"FORCED: {registry.model_name} version {version} is now '{registry.alias}' (reason recorded)")
+        return 0
+    if recorded.verdict != "PROMOTE":
+        print(f"refused: run {args.run_id} was not validated (verdict {recorded.verdict}); "
+              "re-gate it with `harness gate`, or use --force --reason", file=sys.stderr)
+        return 1
+    outcome = decide_and_promote(tracker, registry, lambda champ: regate(recorded, champ), cell=recorded.cell)
+    if outcome.version:
+        print(f"promoted: {registry.model_name} version {outcome.version} is now '{registry.alias}'")
+        return 0
+    print(f"refused: the gate now says {outcome.decision.verdict}: {outcome.decision.first_failure}", file=sys.stderr)
+    return 1
+
+
 def _input_error(message: str):
     from harness.errors import HarnessInputError
 
@@ -92,6 +158,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a config value by dotted path, e.g. --set beta=0.2 --set data.source=hf:NAME")
     run.add_argument("--json", action="store_true", help="print one JSON object with run_id, cell, verdict, metrics, checks, report")
     run.set_defaults(func=cmd_run)
+
+    gate_cmd = sub.add_parser("gate", help="re-decide a recorded run with the current rules and champion",
+                              description="Exit 0 ship, 1 no-ship, 2 bad input. Records the new decision on the run.")
+    gate_cmd.add_argument("run_id")
+    gate_cmd.add_argument("--against", choices=["reference", "champion"], help="compare every regression rule with this baseline")
+    gate_cmd.add_argument("--config", help="take the gate rules from this YAML instead of the run's recorded config")
+    gate_cmd.add_argument("--output-dir", default="runs", help="the run directory holding mlflow.db (default runs)")
+    gate_cmd.add_argument("--json", action="store_true")
+    gate_cmd.set_defaults(func=cmd_gate)
+
+    promote = sub.add_parser("promote", help="move the champion alias to a validated run",
+                             description="Refuses a run the gate did not pass unless --force --reason (both recorded).")
+    promote.add_argument("run_id")
+    promote.add_argument("--force", action="store_true")
+    promote.add_argument("--reason", help="why a forced promotion is acceptable (required with --force)")
+    promote.add_argument("--output-dir", default="runs")
+    promote.set_defaults(func=cmd_promote)
 
     lc = sub.add_parser("lc-winrate", help="raw and length-controlled win rate of an alpaca-eval annotation file")
     lc.add_argument("annotations", help="JSONL or JSONL.gz with instruction, output_1, output_2, preference, generator_1, generator_2")

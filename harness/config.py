@@ -82,11 +82,15 @@ class GateRule(_Strict):
     name: str | None = None
     min: float | None = None
     max: float | None = None
+    strict: bool = Field(False, description="min/max exclude the bound itself (\"above 50\", not \"at least 50\")")
     # allowed change vs a baseline, measured in the metric's own direction ("may get worse by at most")
     max_regression: float | None = Field(None, ge=0)
     relative: bool = Field(False, description="max_regression is a fraction of the baseline, not an absolute amount")
     against: Literal["reference", "champion"] = "reference"
     statistic: Literal["point", "ci_low", "ci_high"] = "point"
+    # noise-aware regression: a drop beyond max_regression fails only when the paired test
+    # (`<metric>_delta_pvalue`, e.g. McNemar on per-item accuracy) is significant at this level
+    significance: float | None = Field(None, gt=0, lt=1)
     required: bool = True
 
     @model_validator(mode="after")
@@ -95,6 +99,8 @@ class GateRule(_Strict):
             raise ValueError("a rule needs at least one of min, max, max_regression")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is above max {self.max}")
+        if self.significance is not None and self.max_regression is None:
+            raise ValueError("significance applies to max_regression: set max_regression too")
         return self
 
     @property
@@ -104,12 +110,16 @@ class GateRule(_Strict):
 
 class GateConfig(_Strict):
     rules: list[GateRule] = Field(default_factory=list)
+    # add the default rule set (harness.gate.default_rules); a rule in `rules` with the same
+    # name replaces the default one
+    use_default_rules: bool = False
     allow_promote_without_rules: bool = False
 
 
 class RegistryConfig(_Strict):
     model_name: str = Field("po-harness", description="MLflow registered model name")
     alias: str = "champion"
+    tracking_uri: str | None = Field(None, description="a remote MLflow server; default: SQLite in output_dir")
 
 
 class ExperimentConfig(_Strict):

@@ -18,7 +18,8 @@ from rich.console import Console
 
 from harness.config import ExperimentConfig
 from harness.errors import HarnessInputError
-from harness.gate import PROMOTE, GateDecision, gate
+from harness.gate import GateDecision, effective_rules, gate
+from harness.promotion import decide_and_promote
 
 console = Console(stderr=True)
 
@@ -95,7 +96,7 @@ def run_experiment(config: ExperimentConfig, *, config_path: str = "", hooks: di
     data = load_preference_data(config, model, tok, loaded.fingerprint)
     console.print(f"  {len(data.train)} training pairs, {len(data.heldout)} held out, dropped {dict(data.dropped) or 'none'}")
 
-    tracker = Tracker(config.output_dir, config.name)
+    tracker = Tracker(config.output_dir, config.name, tracking_uri=config.registry.tracking_uri)
     run_id = tracker.start_run(cell, tags={"harness.cell": cell, "harness.variant": config.variant,
                                            "harness.status": "running", "harness.config_path": config_path})
     status = "FAILED"
@@ -226,27 +227,25 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks)
 
     _stage("gate")
     specs = known_metrics()
-    baselines: dict[str, dict[str, float] | None] = {"reference": reference_baseline(metrics, reference_domain)}
-    champion = tracker.champion(config.registry.model_name, config.registry.alias)
-    baselines["champion"] = tracker.run_metrics(champion[1]) if champion else None
-    decision = gate(metrics, baselines, config.gate.rules, specs=specs, errors=errors,
-                    allow_promote_without_rules=config.gate.allow_promote_without_rules)
-    if "gate" in hooks:
-        decision = hooks["gate"](decision)
-    tracker.log_json(decision.to_dict(), "gate_decision.json")
-    tags = {"harness.verdict": decision.verdict, "harness.status": "finished",
-            "harness.failed_checks": ",".join(c.name for c in decision.failed) or "-"}
-    if decision.first_failure:
-        tags["harness.block_reason"] = decision.first_failure
-    tracker.set_tags(tags)
+    reference = reference_baseline(metrics, reference_domain)
+    tracker.log_metrics({f"reference/{k}": v for k, v in reference.items()})
+    tracker.log_json(redacted_config(config), "config.json")
+    tracker.log_json(errors, "eval_errors.json")
+    rules = effective_rules(config.gate, e.domain_tasks)
+    # the registered checkpoint carries its config next to the adapter and tokenizer
+    (trained.adapter_dir / "harness_config.json").write_text(json.dumps(redacted_config(config), indent=1))
     tracker.log_artifact(trained.adapter_dir, "checkpoint")
 
-    version = None
-    if decision.verdict == PROMOTE:
-        _stage("promote")
-        version = tracker.register_and_alias(config.registry.model_name, config.registry.alias, "checkpoint",
-                                             tags={"harness.cell": cell, "harness.validated": "true"})
-        tracker.set_tags({"harness.model_version": version})
+    def decide(champion_metrics: dict | None) -> GateDecision:
+        decision = gate(metrics, {"reference": reference, "champion": champion_metrics}, rules, specs=specs,
+                        errors=errors, allow_promote_without_rules=config.gate.allow_promote_without_rules)
+        return hooks["gate"](decision) if "gate" in hooks else decision
+
+    outcome = decide_and_promote(tracker, config.registry, decide, cell=cell)
+    decision, version = outcome.decision, outcome.version
+    tracker.set_tags({"harness.status": "finished"})
+    if version:
+        console.print(f"  promoted: {config.registry.model_name} version {version} is now '{config.registry.alias}'")
 
     _stage("report")
     samples = [{"prompt": p.text, "reference": r.text, "policy": o.text, "verdict": v,
@@ -254,7 +253,7 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks)
                for p, r, o, v in zip(eval_prompts, reference_out, policy_out, verdicts or [None] * len(eval_prompts))]
     result_doc = {
         "experiment": config.name, "run_id": tracker.run_id, "cell": cell, "verdict": decision.verdict,
-        "config": config.model_dump(mode="json"), "metrics": metrics,
+        "config": redacted_config(config), "metrics": metrics,
         "metric_specs": {k: {"higher_is_better": s.higher_is_better, "unit": s.unit, "description": s.description}
                          for k, s in specs.items()},
         "checks": decision.to_dict()["checks"], "training": {"history": trained.history, "seconds": trained.seconds},
@@ -268,6 +267,20 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks)
     tracker.log_artifact(report)
     return ExperimentResult(run_id=tracker.run_id, cell=cell, verdict=decision.verdict, metrics=metrics,
                             decision=decision, report=str(report.resolve()), errors=errors, champion_version=version)
+
+
+def redacted_config(config: ExperimentConfig) -> dict:
+    from harness.tracking import flatten, redact
+
+    flat = redact(flatten(config.model_dump(mode="json")))
+    tree: dict = {}
+    for dotted, value in flat.items():
+        node = tree
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
 
 
 def _write_generations(path: Path, samples: list[dict]) -> None:

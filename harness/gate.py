@@ -71,12 +71,12 @@ def check_rule(rule: GateRule, summary: Mapping[str, float], baselines: Mapping[
     problems, bound, baseline = [], None, None
     if rule.min is not None:
         bound = rule.min
-        if value < rule.min:
-            problems.append(f"{rule.statistic} {value:.4g} < min {rule.min:g}")
+        if value < rule.min or (rule.strict and value == rule.min):
+            problems.append(f"{rule.statistic} {value:.4g} {'<=' if rule.strict else '<'} min {rule.min:g}")
     if rule.max is not None:
         bound = rule.max
-        if value > rule.max:
-            problems.append(f"{rule.statistic} {value:.4g} > max {rule.max:g}")
+        if value > rule.max or (rule.strict and value == rule.max):
+            problems.append(f"{rule.statistic} {value:.4g} {'>=' if rule.strict else '>'} max {rule.max:g}")
     if rule.max_regression is not None:
         if spec.higher_is_better is None:
             return CheckResult(**base, value=value, passed=False,
@@ -89,6 +89,15 @@ def check_rule(rule: GateRule, summary: Mapping[str, float], baselines: Mapping[
         allowed = rule.max_regression * abs(baseline) if rule.relative else rule.max_regression
         bound = baseline - allowed if spec.higher_is_better else baseline + allowed
         worse = value < bound if spec.higher_is_better else value > bound
+        if worse and rule.significance is not None:
+            p_value = summary.get(f"{rule.metric}_delta_pvalue")
+            if p_value is None or not _finite(p_value):
+                return CheckResult(**base, value=value, bound=bound, baseline=baseline, passed=False,
+                                   reason=f"regression past {bound:.4g} and no paired test ({rule.metric}_delta_pvalue) to clear it")
+            if p_value >= rule.significance:
+                return CheckResult(**base, value=value, bound=bound, baseline=baseline, passed=True,
+                                   reason=f"{value:.4g} below {bound:.4g} but not significant (paired p={p_value:.3g} >= {rule.significance:g})")
+            problems.append(f"paired p={p_value:.3g} < {rule.significance:g}")
         if worse:
             direction = "dropped" if spec.higher_is_better else "rose"
             problems.append(f"{rule.statistic} {value:.4g} {direction} past {bound:.4g} "
@@ -114,3 +123,29 @@ def gate(summary: Mapping[str, float], baselines: Mapping[str, Mapping[str, floa
                                       reason=f"eval '{eval_name}' failed: {message}"))
     ok = all(c.passed for c in checks if c.required)
     return GateDecision(PROMOTE if ok else BLOCK, checks)
+
+
+def default_rules(domain_tasks: list[str] | None = None) -> list[GateRule]:
+    """The seed's failure modes as rules: a win that is real, not bought with length, near the
+    reference, without the chosen-probability collapse, and no significant domain regression."""
+    rules = [
+        GateRule(name="lc_win_rate_beats_reference", metric="winrate/lc_win_rate_pct", min=50.0, strict=True,
+                 statistic="ci_low"),
+        GateRule(name="kl_budget", metric="kl/seq_kl_k3", max=10.0),
+        GateRule(name="length_ratio_cap", metric="length/ratio_tokens", max=1.5),
+        GateRule(name="verbosity_gap_cap", metric="winrate/raw_minus_lc_pct", max=10.0),
+        GateRule(name="chosen_logp_drop_cap", metric="chosen_logp/chosen_delta", min=-20.0),
+    ]
+    from evals.domain import eval_name
+
+    for task in domain_tasks or []:
+        rules.append(GateRule(name=f"{eval_name(task)}_no_regression", metric=f"{eval_name(task)}/acc",
+                              max_regression=0.05, against="reference", significance=0.05))
+    return rules
+
+
+def effective_rules(gate_config, domain_tasks: list[str] | None = None) -> list[GateRule]:
+    if not gate_config.use_default_rules:
+        return list(gate_config.rules)
+    mine = {r.label for r in gate_config.rules}
+    return [r for r in default_rules(domain_tasks) if r.label not in mine] + list(gate_config.rules)

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-SECRET_KEY = re.compile(r"(key|token|secret|password|passwd|credential)", re.IGNORECASE)
+# a key whose last word is one of these (api_key, hf_token, secret, db_password), not max_new_tokens
+SECRET_KEY = re.compile(r"(^|[_-])(key|apikey|token|secret|password|passwd|credentials?)$", re.IGNORECASE)
 REDACTED = "***"
 
 
@@ -43,20 +44,28 @@ def _retry(fn, *args, attempts: int = 8, **kwargs):
 
 
 class Tracker:
-    def __init__(self, output_dir: Path, experiment: str):
+    def __init__(self, output_dir: Path, experiment: str, create: bool = True, tracking_uri: str | None = None):
+        """Local SQLite under output_dir by default; `tracking_uri` for a remote MLflow server."""
         import mlflow
 
         self.mlflow = mlflow
         self.output_dir = Path(output_dir).resolve()
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.tracking_uri = f"sqlite:///{self.output_dir / 'mlflow.db'}"
+        self.tracking_uri = tracking_uri or f"sqlite:///{self.output_dir / 'mlflow.db'}"
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         self.client = mlflow.MlflowClient(self.tracking_uri, self.tracking_uri)
         existing = self.client.get_experiment_by_name(experiment)
-        if existing is None:
-            self.experiment_id = _retry(self.client.create_experiment, experiment,
-                                        artifact_location=(self.output_dir / "mlartifacts").as_uri())
+        if existing is None and not create:
+            self.experiment_id = None
+        elif existing is None:
+            artifacts = None if tracking_uri else (self.output_dir / "mlartifacts").as_uri()  # a server picks its own
+            try:
+                self.experiment_id = _retry(self.client.create_experiment, experiment, artifact_location=artifacts)
+            except Exception as exc:  # another process created it first
+                if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
+                    raise
+                self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
         else:
             self.experiment_id = existing.experiment_id
         self.run_id: str | None = None
@@ -102,6 +111,14 @@ class Tracker:
     def log_json(self, obj: Any, name: str) -> None:
         _retry(self.client.log_text, self.run_id, json.dumps(obj, indent=1, default=str), name)
 
+    def load_json(self, run_id: str, name: str) -> Any:
+        import mlflow.artifacts
+
+        text = mlflow.artifacts.load_text(f"runs:/{run_id}/{name}", tracking_uri=self.tracking_uri) \
+            if "tracking_uri" in mlflow.artifacts.load_text.__code__.co_varnames else \
+            mlflow.artifacts.load_text(self.client.get_run(run_id).info.artifact_uri + "/" + name)
+        return json.loads(text)
+
     def end_run(self, status: str) -> None:
         _retry(self.client.set_terminated, self.run_id, status)
 
@@ -115,23 +132,30 @@ class Tracker:
                     or "does not exist" in str(exc).lower():
                 return None
             raise
-        return mv.version, mv.run_id
+        return str(mv.version), mv.run_id
 
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)
 
-    def register_and_alias(self, model_name: str, alias: str, artifact_path: str, tags: dict[str, str]) -> str:
+    def create_version(self, model_name: str, artifact_path: str, tags: dict[str, str]) -> str:
         from mlflow.exceptions import MlflowException
 
         try:
             _retry(self.client.create_registered_model, model_name)
-        except MlflowException as exc:
+        except MlflowException as exc:  # a racing gate created it first: fine
             if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
                 raise
         source = f"runs:/{self.run_id}/{artifact_path}"
         mv = _retry(self.client.create_model_version, model_name, source, run_id=self.run_id, tags=tags)
-        _retry(self.client.set_registered_model_alias, model_name, alias, mv.version)
-        return mv.version
+        return str(mv.version)
+
+    def set_alias(self, model_name: str, alias: str, version: str) -> None:
+        _retry(self.client.set_registered_model_alias, model_name, alias, version)
+
+    def attach(self, run_id: str) -> None:
+        """Work on an existing run (re-gating, promoting a recorded run)."""
+        self.client.get_run(run_id)  # raises when unknown
+        self.run_id = run_id
 
     def registry_snapshot(self, model_name: str) -> dict[str, Any]:
         """Versions and aliases of a registered model (for tests: 'the registry is unchanged')."""

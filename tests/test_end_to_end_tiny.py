@@ -6,7 +6,7 @@ import pytest
 from harness.cli import main
 from harness.experiment import run_experiment
 from harness.tracking import Tracker
-from tests.conftest import tiny_config
+from tests.conftest import REPO, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +67,15 @@ def test_a_checkpoint_identical_to_the_reference_measures_as_no_change(tmp_path,
     assert abs(m["kl/seq_kl_k1"]) < 1e-3 and m["kl/seq_kl_k3"] < 1e-3
     assert m["length/ratio_tokens"] == pytest.approx(1.0)
     assert abs(m["chosen_logp/chosen_delta"]) < 1e-3
+    # ...and the default rules never ship a cell that changed nothing
+    from harness.promotion import load_recorded, regate
+
+    tracker = Tracker(config.output_dir, config.name)
+    recorded = load_recorded(tracker, result.run_id)
+    recorded.config.gate.use_default_rules = True
+    decision = regate(recorded, None)
+    assert decision.verdict == "BLOCK"
+    assert any(c.name == "lc_win_rate_beats_reference" for c in decision.failed)
 
 
 def test_a_crashed_eval_blocks_and_leaves_the_champion_alone(tmp_path, model_cache, capsys):
@@ -94,3 +103,26 @@ def test_cli_json_output_and_exit_code(tmp_path, model_cache, capsys):
     payload = json.loads(capsys.readouterr().out)
     assert {"run_id", "cell", "verdict", "metrics", "checks", "report"} <= payload.keys()
     assert code == (0 if payload["verdict"] == "PROMOTE" else 1)
+
+
+def test_gate_command_redecides_a_recorded_run_and_promote_refuses_unvalidated(tiny_run, tmp_path, capsys):
+    config, result = tiny_run
+    out = str(config.output_dir)
+    assert main(["gate", result.run_id, "--output-dir", out, "--json"]) == (0 if result.verdict == "PROMOTE" else 1)
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["verdict"] == result.verdict and len(payload["checks"]) == len(result.decision.checks)
+    # stricter rules now: the same recorded run no longer ships, without retraining
+    strict = tmp_path / "strict.yaml"
+    shipped = (REPO / "experiments" / "tiny.yaml").read_text()
+    strict.write_text(shipped.replace("metric: kl/seq_kl_k3, max: 50", "metric: kl/seq_kl_k3, max: 0.0"))
+    assert main(["gate", result.run_id, "--output-dir", out, "--config", str(strict)]) == 1
+    tracker = Tracker(config.output_dir, config.name)
+    assert tracker.client.get_run(result.run_id).data.tags["harness.verdict"] == "BLOCK"
+    before = tracker.registry_snapshot(config.registry.model_name)
+    assert main(["promote", result.run_id, "--output-dir", out]) == 1  # now unvalidated: refused
+    assert tracker.registry_snapshot(config.registry.model_name) == before
+    assert main(["promote", result.run_id, "--output-dir", out, "--force"]) == 2  # --force needs --reason
+    assert main(["promote", result.run_id, "--output-dir", out, "--force", "--reason", "manual override"]) == 0
+    tags = tracker.client.get_run(result.run_id).data.tags
+    assert tags["harness.forced"] == "true" and tags["harness.force_reason"] == "manual override"
+    assert main(["gate", "no-such-run", "--output-dir", out]) == 2

@@ -32,6 +32,9 @@ def decide(summary, *rules, baselines=None, errors=None, **kw):
     # relative change on a zero baseline allows no change at all
     ({"metric": "kl/seq_kl_k3", "max_regression": 0.5, "relative": True}, 0.01, BLOCK),
     ({"metric": "kl/seq_kl_k3", "max_regression": 0.5, "relative": True}, 0.0, PROMOTE),
+    ({"metric": "winrate/lc_win_rate_pct", "min": 50}, 50.0, PROMOTE),
+    ({"metric": "winrate/lc_win_rate_pct", "min": 50, "strict": True}, 50.0, BLOCK),
+    ({"metric": "kl/seq_kl_k3", "max": 5, "strict": True}, 5.0, BLOCK),
     ({"metric": "winrate/lc_win_rate_pct", "min": 50}, math.nan, BLOCK),
     ({"metric": "winrate/lc_win_rate_pct", "min": 50}, math.inf, BLOCK),
 ])
@@ -83,3 +86,26 @@ def test_direction_comes_from_the_metric_declaration():
     # the same max_regression rule means "may drop" for accuracy and "may rise" for KL
     assert SPECS["domain_arith_mc/acc"].higher_is_better is True
     assert SPECS["kl/seq_kl_k3"].higher_is_better is False
+
+
+def test_noise_aware_domain_rule_blocks_only_a_significant_regression():
+    rule = {"metric": "domain_arith_mc/acc", "max_regression": 0.05, "significance": 0.05}
+    noisy = {"domain_arith_mc/acc": 0.50, "domain_arith_mc/acc_delta_pvalue": 0.40}
+    real = {"domain_arith_mc/acc": 0.50, "domain_arith_mc/acc_delta_pvalue": 0.01}
+    untested = {"domain_arith_mc/acc": 0.50}
+    assert decide(noisy, rule).verdict == PROMOTE
+    assert decide(real, rule).verdict == BLOCK
+    assert decide(untested, rule).verdict == BLOCK  # no test to clear it: fail closed
+
+
+def test_default_rules_cover_the_seed_failure_modes_and_a_no_change_cell_is_blocked():
+    from harness.gate import default_rules
+
+    rules = default_rules(["harness_arith_mc"])
+    assert {r.metric for r in rules} >= {"winrate/lc_win_rate_pct", "kl/seq_kl_k3", "length/ratio_tokens",
+                                         "winrate/raw_minus_lc_pct", "chosen_logp/chosen_delta", "domain_arith_mc/acc"}
+    no_change = {"winrate/lc_win_rate_pct": 50.0, "winrate/lc_win_rate_pct_ci_low": 50.0, "kl/seq_kl_k3": 0.0,
+                 "length/ratio_tokens": 1.0, "winrate/raw_minus_lc_pct": 0.0, "chosen_logp/chosen_delta": 0.0,
+                 "domain_arith_mc/acc": 0.6, "domain_arith_mc/acc_delta_pvalue": 1.0}
+    decision = gate(no_change, {"reference": REF}, rules, specs=SPECS)
+    assert decision.verdict == BLOCK and [c.name for c in decision.failed] == ["lc_win_rate_beats_reference"]
