@@ -183,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     lc.add_argument("--n-bootstrap", type=int, default=200, help="bootstrap resamples for the intervals (0: none)")
     lc.add_argument("--json", action="store_true")
     lc.set_defaults(func=cmd_lc_winrate)
+
+    from harness.data_check import add_data_commands
+
+    add_data_commands(sub)
     return parser
 
 

@@ -75,7 +75,8 @@ def reference_baseline(metrics: dict[str, float], reference_domain: dict[str, fl
 
 
 def run_experiment(config: ExperimentConfig, *, config_path: str = "", hooks: dict[str, Callable] | None = None) -> ExperimentResult:
-    """`hooks` lets tests inject faults per stage (e.g. {"eval:kl": raise_fn}) through the public path."""
+    """`hooks` lets tests inject faults through the public path: {"eval:kl": fn(metrics) -> metrics}
+    may raise or return corrupted metrics; {"gate": fn(decision) -> decision}."""
     from harness.models import load_model
     from harness.preference_data import load_preference_data
     from harness.tracking import Tracker, flatten
@@ -151,9 +152,10 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks)
     def run_eval(name: str, fn: Callable[[], dict[str, float]]) -> None:
         _stage(f"eval: {name}")
         try:
-            if f"eval:{name}" in hooks:
-                hooks[f"eval:{name}"]()
-            metrics.update(fn())
+            produced = fn()
+            if f"eval:{name}" in hooks:  # fault injection: a hook may raise or corrupt the metrics
+                produced = hooks[f"eval:{name}"](produced)
+            metrics.update(produced)
         except Exception as exc:  # recorded, and the gate fails closed on it
             errors[name] = f"{type(exc).__name__}: {exc}"
             console.print(f"  [red]eval {name} failed:[/] {errors[name]}")

@@ -153,6 +153,24 @@ def load_tokenizer(path: str, *, trust_remote_code: bool = False):
     return tok
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+_PICKLE_HINT = ("pickle checkpoints can run arbitrary code when loaded; convert them to safetensors, or set "
+                "model.allow_pickle_weights: true in the config if you trust the source")
+
+
+def check_weight_files(name: str, path: str, allow_pickle_weights: bool) -> None:
+    """A local model folder with pickle weights but no safetensors is refused unless the config allows pickle."""
+    folder = Path(path)
+    if allow_pickle_weights or not folder.is_dir():
+        return
+    if any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json")):
+        return
+    pickles = sorted(f.name for f in folder.iterdir() if f.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ModelLoadError(f"model {name!r}: {folder} has only pickle weights ({', '.join(pickles)}) and no "
+                             f".safetensors; refused: {_PICKLE_HINT}")
+
+
 def load_model(
     name: str,
     cache_dir: Path,
@@ -164,6 +182,7 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(name, Path(cache_dir))
+    check_weight_files(name, path, allow_pickle_weights)
     try:
         tok = load_tokenizer(path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
@@ -173,7 +192,8 @@ def load_model(
             dtype=getattr(torch, dtype),
         )
     except OSError as exc:  # missing files, no safetensors, hub unreachable
-        raise ModelLoadError(f"could not load model {name!r} from {path}: {exc}") from exc
+        hint = f" ({_PICKLE_HINT})" if not allow_pickle_weights and "safetensors" in str(exc) else ""
+        raise ModelLoadError(f"could not load model {name!r} from {path}: {exc}{hint}") from exc
     model.eval()
     return LoadedModel(model=model, tokenizer=tok, name=name, fingerprint=_fingerprint(path))
 

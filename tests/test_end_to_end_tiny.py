@@ -4,6 +4,7 @@ import json
 import pytest
 
 from harness.cli import main
+from harness.config import GateRule
 from harness.experiment import run_experiment
 from harness.tracking import Tracker
 from tests.conftest import REPO, tiny_config
@@ -84,7 +85,7 @@ def test_a_crashed_eval_blocks_and_leaves_the_champion_alone(tmp_path, model_cac
     tracker = Tracker(config.output_dir, config.name)
     before = tracker.registry_snapshot(config.registry.model_name)
 
-    def boom():
+    def boom(metrics):
         raise RuntimeError("injected KL failure")
 
     result = run_experiment(config, hooks={"eval:kl": boom})
@@ -126,3 +127,44 @@ def test_gate_command_redecides_a_recorded_run_and_promote_refuses_unvalidated(t
     tags = tracker.client.get_run(result.run_id).data.tags
     assert tags["harness.forced"] == "true" and tags["harness.force_reason"] == "manual override"
     assert main(["gate", "no-such-run", "--output-dir", out]) == 2
+
+
+EVALS = {"winrate": "winrate/lc_win_rate_pct", "kl": "kl/seq_kl_k3", "length": "length/ratio_tokens",
+         "chosen_logp": "chosen_logp/chosen_delta", "domain": "domain_arith_mc/acc"}
+
+
+@pytest.fixture(scope="module")
+def champion_dir(tmp_path_factory, model_cache):
+    """A registry with a champion already in it; every faulty run below must leave it alone."""
+    out = tmp_path_factory.mktemp("fault-injection")
+    config = tiny_config(out, model_cache, **FAST)
+    first = run_experiment(config.model_copy(update={"gate": config.gate.model_copy(
+        update={"rules": [], "allow_promote_without_rules": True})}))
+    assert first.verdict == "PROMOTE"
+    return out
+
+
+FAST = {"training.max_steps": 1, "eval.n_prompts": 8, "eval.kl.n_prompts": 4, "eval.domain_limit": 8,
+        "eval.n_bootstrap": 0}
+
+
+@pytest.mark.parametrize("fault", ["exception", "nan"])
+@pytest.mark.parametrize("eval_name", list(EVALS))
+def test_fault_injection_in_any_eval_blocks_and_keeps_the_champion(eval_name, fault, champion_dir, model_cache):
+    import math
+
+    config = tiny_config(champion_dir, model_cache, **FAST)
+    tracker = Tracker(config.output_dir, config.name)
+    before = tracker.registry_snapshot(config.registry.model_name)
+
+    def inject(metrics):
+        if fault == "exception":
+            raise RuntimeError(f"injected failure in {eval_name}")
+        return {k: math.nan for k in metrics}
+
+    # permissive rules so that only the fault can block
+    permissive = [GateRule(metric=EVALS[eval_name], min=-1e9, max=1e9)]
+    config = config.model_copy(update={"gate": config.gate.model_copy(update={"rules": permissive})})
+    result = run_experiment(config, hooks={f"eval:{eval_name}": inject})
+    assert result.verdict == "BLOCK", result.decision.to_dict()
+    assert tracker.registry_snapshot(config.registry.model_name) == before

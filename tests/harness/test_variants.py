@@ -1,4 +1,5 @@
 """Each registered variant trains on embedded:tiny with a learnable toy preference."""
+import math
 import sys
 
 import pytest
@@ -8,25 +9,37 @@ from harness.training import train_cell
 from harness.variants import VARIANTS, kto_balanced_weights
 from tests.conftest import tiny_config
 
-# the variant's own objective, read from TRL's logged metrics
-OBJECTIVE = {"dpo": "rewards/margins", "ipo": "rewards/margins", "rpo": "rewards/margins",
-             "simpo": "rewards/margins", "orpo": "rewards/margins", "kto": "rewards/margins"}
+
+def _margin(model, tokenizer, pairs):
+    """Mean log pi(chosen) - log pi(rejected) over the pairs: what every variant pushes up."""
+    from evals.chosen_drop import pair_logps
+
+    chosen, rejected = pair_logps(model, tokenizer, pairs)
+    return sum(c - r for c, r in zip(chosen, rejected)) / len(pairs)
 
 
 @pytest.mark.parametrize("variant", ["dpo", "ipo", "rpo", "simpo", "orpo", "kto"])
 def test_variant_trains_and_its_objective_improves(variant, tmp_path, model_cache):
     from harness.models import load_model
 
-    config = tiny_config(tmp_path, model_cache, variant=variant, beta="null", **{"training.max_steps": 6})
+    config = tiny_config(tmp_path, model_cache, variant=variant, beta="null", **{"training.max_steps": 8})
     loaded = load_model("embedded:tiny", model_cache)
     data = load_preference_data(config)
+    pairs = [{"prompt": r["prompt"][0]["content"], "chosen": r["chosen"][0]["content"],
+              "rejected": r["rejected"][0]["content"]} for r in data.train[:16]]
     result = train_cell(config, loaded.model, loaded.tokenizer, data.train, tmp_path / "cell")
     losses = [row["loss"] for row in result.history]
-    assert len(losses) == 6 and all(l == l and abs(l) < 1e6 for l in losses)
-    key = OBJECTIVE[variant]
-    series = [row[key] for row in result.history if key in row]
-    assert len(series) == 6, result.history[0].keys()
-    assert sum(series[-2:]) / 2 > sum(series[:2]) / 2, (variant, series)
+    assert len(losses) == 8 and all(math.isfinite(l) for l in losses)
+    policy = result.model
+    with policy.disable_adapter():
+        before = _margin(policy, loaded.tokenizer, pairs)
+    after = _margin(policy, loaded.tokenizer, pairs)
+    if variant == "orpo":
+        # ORPO's objective is NLL(chosen) + lambda * odds-ratio loss: with lambda 0.1 the NLL term
+        # dominates, so the margin moves slowly; the loss itself must fall
+        assert after > before and sum(losses[-2:]) < sum(losses[:2]), (before, after, losses)
+    else:
+        assert after > before + 1.0, (variant, before, after, losses)
     assert (result.adapter_dir / "adapter_model.safetensors").exists()
 
 
@@ -43,11 +56,13 @@ def test_reference_free_variants_do_not_import_or_build_a_reference(tmp_path, mo
     assert VARIANTS.get("simpo").to_trl(2.5, {"gamma": 1.375})["cpo_alpha"] == 0.0
 
 
-def test_dpo_does_not_import_trl_experimental():
+def test_dpo_does_not_import_the_experimental_trainers():
+    # TRL itself imports trl.experimental.utils (create_reference_model) from trl.models.utils,
+    # so the promise we can keep is: no experimental *trainer* module for a DPO run
     import subprocess
 
     code = ("import sys; from harness.variants import VARIANTS; VARIANTS.get('dpo').trainer_class(); "
-            "print(any(m.startswith('trl.experimental') for m in sys.modules))")
+            "print(any(m.startswith(('trl.experimental.cpo', 'trl.experimental.orpo')) for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip() == "False", out.stderr[-2000:]
 
