@@ -9,7 +9,8 @@ import importlib
 
 from evals.metrics import METRICS, MetricSpec
 
-EVAL_MODULES = ("evals.pairwise", "evals.kl", "evals.length", "evals.chosen_drop", "evals.domain")
+EVAL_MODULES = ("evals.pairwise", "evals.kl", "evals.length", "evals.chosen_drop", "evals.domain", "evals.diversity",
+                "evals.ifeval_offline")
 
 
 def _load() -> None:

@@ -40,6 +40,36 @@ def cmd_run(args) -> int:
     return 0 if result.verdict == "PROMOTE" else 1
 
 
+def cmd_sweep(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from harness.sweep import load_sweep, run_sweep
+
+    sweep, cells = load_sweep(args.config, args.set)
+    console = Console(stderr=True)
+    with contextlib.redirect_stdout(sys.stderr):
+        result = run_sweep(sweep, cells, runner=args.runner, address=args.address,
+                           progress=lambda msg: console.print(f"[bold magenta]>>[/] {msg}"))
+    if args.json:
+        _print_json(result.to_json())
+        return 0 if all(c.verdict != "FAILED" for c in result.cells) else 1
+    table = Table(title=f"sweep {result.name} ({result.sweep_key})")
+    for col in ("cell", "variant", "beta", "LC win %", "KL (k3)", "len ratio", "verdict", "first failed check"):
+        table.add_column(col)
+    fmt = lambda v: "—" if v is None else f"{v:.3g}"  # noqa: E731
+    for c in result.cells:
+        color = {"PROMOTE": "green", "BLOCK": "red"}.get(c.verdict, "yellow")
+        table.add_row(c.cell + (" (reused)" if c.reused else ""), c.variant, f"{c.beta:g}",
+                      fmt(c.metrics.get("winrate/lc_win_rate_pct")), fmt(c.metrics.get("kl/seq_kl_k3")),
+                      fmt(c.metrics.get("length/ratio_tokens")), f"[{color}]{c.verdict}[/]", c.first_failure or "")
+    Console().print(table)
+    print(f"summary: {result.summary_csv}")
+    if result.report:
+        print(f"report: {result.report}")
+    return 0 if all(c.verdict != "FAILED" for c in result.cells) else 1
+
+
 def _print_summary(result) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -141,6 +171,18 @@ def cmd_promote(args) -> int:
     return 1
 
 
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from reports.from_mlflow import render_from_mlflow
+
+    tracker = _tracker_for(args, args.run_id)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout: the path only
+        path = render_from_mlflow(tracker, args.run_id, Path(args.out) if args.out else None)
+    print(path.resolve())
+    return 0
+
+
 def _input_error(message: str):
     from harness.errors import HarnessInputError
 
@@ -158,6 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a config value by dotted path, e.g. --set beta=0.2 --set data.source=hf:NAME")
     run.add_argument("--json", action="store_true", help="print one JSON object with run_id, cell, verdict, metrics, checks, report")
     run.set_defaults(func=cmd_run)
+
+    sweep = sub.add_parser("sweep", help="run a grid of cells sharing their common work; resumes after a crash",
+                           description="Exit 0 when every cell finished (PROMOTE or BLOCK), 1 when a cell failed.")
+    sweep.add_argument("config", help="sweep YAML")
+    sweep.add_argument("--runner", choices=["local", "ray"], help="local (sequential, default) or ray (one task per cell)")
+    sweep.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a setting; experiment keys apply to the shared base (e.g. output_dir=/tmp/x)")
+    sweep.add_argument("--json", action="store_true", help="print one JSON object with a `cells` list")
+    sweep.set_defaults(func=cmd_sweep)
 
     gate_cmd = sub.add_parser("gate", help="re-decide a recorded run with the current rules and champion",
                               description="Exit 0 ship, 1 no-ship, 2 bad input. Records the new decision on the run.")
@@ -187,6 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.data_check import add_data_commands
 
     add_data_commands(sub)
+
+    report = sub.add_parser("report", help="regenerate the HTML report of a run or a sweep from MLflow",
+                            description="Renders the cell page of a run, or the sweep page (and its cells' pages) "
+                                        "of a sweep's parent run, logs it to the run as an artifact, prints the path.")
+    report.add_argument("run_id", metavar="SWEEP_OR_RUN", help="a cell's run id, or a sweep's parent run id")
+    report.add_argument("--output-dir", default="runs", help="the run directory holding mlflow.db (default runs)")
+    report.add_argument("--out", help="where to write the HTML (default: under OUTPUT_DIR/cells or OUTPUT_DIR/sweeps)")
+    report.set_defaults(func=cmd_report)
     return parser
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -56,6 +56,8 @@ class TrainingConfig(_Strict):
     max_length: int = Field(192, gt=8)
     warmup_steps: int = Field(0, ge=0)
     logging_steps: int = Field(1, gt=0)
+    precompute_ref_log_probs: bool = Field(
+        True, description="score the reference once per row (shared by every DPO-family cell on the same data)")
     lora: LoraConfig = Field(default_factory=LoraConfig)
 
 
@@ -64,15 +66,74 @@ class KLConfig(_Strict):
     max_new_tokens: int = Field(32, gt=0)
 
 
+# ---- eval.judge: one of these by `name` (evals.judges); a bare string "rule" is the shorthand
+
+
+class RuleJudgeConfig(_Strict):
+    name: Literal["rule"] = "rule"
+
+
+class LLMJudgeConfig(_Strict):
+    name: Literal["llm"]
+    base_url: str = Field(description="an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1")
+    model: str = Field(description="the model name the endpoint serves")
+    annotator_config: str = Field("chatgpt", description="an alpaca-eval annotator config name, or a path to one")
+    api_key_env: str = Field("OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                             description="NAME of the environment variable holding the API key (never the key)")
+    max_concurrency: int = Field(4, gt=0)
+    timeout_s: float = Field(60.0, gt=0)
+    is_chat: bool = Field(True, description="chat completions (alpaca-eval's requires_chatml) or plain completions")
+    completions_kwargs: dict[str, Any] = Field(default_factory=dict,
+                                               description="merged into the annotator's completions_kwargs")
+
+
+class RewardModelJudgeConfig(_Strict):
+    name: Literal["reward_model"]
+    model: str = Field(description="a sequence-classification model with one output: HF hub id or local path")
+    batch_size: int = Field(8, gt=0)
+    max_length: int = Field(1024, gt=8)
+    tie_margin: float = Field(0.0, ge=0, description="score differences up to this are ties")
+    trust_remote_code: bool = False
+
+
+JudgeConfig = Annotated[Union[RuleJudgeConfig, LLMJudgeConfig, RewardModelJudgeConfig], Field(discriminator="name")]
+
+
+class DiversityConfig(_Strict):
+    n_prompts: int = Field(8, ge=0, description="held-out prompts to sample (at most eval.n_prompts); 0 turns it off")
+    samples_per_prompt: int = Field(4, ge=2)
+    max_new_tokens: int = Field(48, gt=0)
+    collapse_threshold: float = Field(0.9, gt=0, le=1, description="collapse alarm above this mean self-similarity")
+
+
+class IfevalConfig(_Strict):
+    data_file: Path | None = Field(None, description="IFEval's input_data.jsonl(.gz) for the ifeval_local domain task")
+    max_gen_toks: int | None = Field(None, gt=0, description="None keeps lm-eval's 1280")
+
+
 class EvalConfig(_Strict):
     n_prompts: int = Field(24, ge=5, description="held-out prompts; >=5 because the LC GLM uses 5-fold CV")
     max_new_tokens: int = Field(64, gt=0)
     batch_size: int = Field(8, gt=0)
-    judge: Literal["rule"] = "rule"
+    judge: JudgeConfig = Field(default_factory=RuleJudgeConfig)
+    verbosity_gap_pct: float = Field(10.0, ge=0, description="winrate/verbosity_alarm fires when raw - LC exceeds this")
     kl: KLConfig = Field(default_factory=KLConfig)
+    diversity: DiversityConfig = Field(default_factory=DiversityConfig)
     domain_tasks: list[str] = Field(default_factory=lambda: ["harness_arith_mc"])
     domain_limit: int | None = Field(40, gt=0)
+    ifeval: IfevalConfig = Field(default_factory=IfevalConfig)
     n_bootstrap: int = Field(200, ge=0)
+
+    @field_validator("judge", mode="before")
+    @classmethod
+    def _judge_shorthand(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _ifeval_has_data(self) -> "EvalConfig":
+        if "ifeval_local" in self.domain_tasks and self.ifeval.data_file is None:
+            raise ValueError("domain task ifeval_local needs eval.ifeval.data_file (IFEval's input_data.jsonl.gz)")
+        return self
 
 
 class GateRule(_Strict):
@@ -189,16 +250,21 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    path = Path(path)
+def read_yaml_mapping(path: Path, kind: str = "config") -> dict:
+    """A YAML file whose top level is a mapping, or a ConfigError naming the file."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(Path(path).read_text()) or {}
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+        raise ConfigError(f"{path}: no such {kind} file") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of settings")
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    raw = read_yaml_mapping(Path(path))
     for key, value in parse_overrides(overrides or []):
         _set_dotted(raw, key, value)
     return validate_config(raw, source=str(path))

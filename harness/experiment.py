@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from rich.console import Console
 
+from harness.atomic_io import read_json, write_json_atomic
 from harness.config import ExperimentConfig
 from harness.errors import HarnessInputError
 from harness.gate import GateDecision, effective_rules, gate
@@ -65,6 +66,7 @@ def _adapter_fingerprint(adapter_dir: Path, base_fingerprint: str) -> str:
 def reference_baseline(metrics: dict[str, float], reference_domain: dict[str, float]) -> dict[str, float]:
     """The reference measured against itself: what every 'vs reference' rule compares to."""
     base = {"winrate/win_rate_pct": 50.0, "winrate/lc_win_rate_pct": 50.0, "winrate/raw_minus_lc_pct": 0.0,
+            "winrate/verbosity_alarm": 0.0,
             "kl/seq_kl_k1": 0.0, "kl/seq_kl_k3": 0.0, "kl/token_kl_k1": 0.0, "length/ratio_tokens": 1.0,
             "length/ratio_chars": 1.0, "chosen_logp/chosen_delta": 0.0, "chosen_logp/rejected_delta": 0.0,
             "chosen_logp/margin_delta": 0.0}
@@ -74,7 +76,8 @@ def reference_baseline(metrics: dict[str, float], reference_domain: dict[str, fl
     return base
 
 
-def run_experiment(config: ExperimentConfig, *, config_path: str = "", hooks: dict[str, Callable] | None = None) -> ExperimentResult:
+def run_experiment(config: ExperimentConfig, *, config_path: str = "", hooks: dict[str, Callable] | None = None,
+                   extra_tags: dict[str, str] | None = None) -> ExperimentResult:
     """`hooks` lets tests inject faults through the public path: {"eval:kl": fn(metrics) -> metrics}
     may raise or return corrupted metrics; {"gate": fn(decision) -> decision}."""
     from harness.models import load_model
@@ -99,7 +102,8 @@ def run_experiment(config: ExperimentConfig, *, config_path: str = "", hooks: di
 
     tracker = Tracker(config.output_dir, config.name, tracking_uri=config.registry.tracking_uri)
     run_id = tracker.start_run(cell, tags={"harness.cell": cell, "harness.variant": config.variant,
-                                           "harness.status": "running", "harness.config_path": config_path})
+                                           "harness.status": "running", "harness.config_path": config_path,
+                                           **(extra_tags or {})})
     status = "FAILED"
     try:
         tracker.log_params(flatten(config.model_dump(mode="json")))
@@ -133,7 +137,7 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks)
                              cache_dir=cache_dir, batch_size=e.batch_size, label="reference")
 
     _stage(f"training {config.variant} (beta={config.beta:g}, {config.training.max_steps} steps)")
-    trained = train_cell(config, model, tok, data.train, cell_dir)
+    trained = train_cell(config, model, tok, data.train, cell_dir, base_fingerprint=loaded.fingerprint)
     tracker.log_history(trained.history)
     tracker.log_params({f"trl.{k}": v for k, v in trained.trl_params.items()})
     tracker.log_metrics({"train/seconds": trained.seconds})
@@ -167,7 +171,8 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks)
         from evals.pairwise import winrate_eval
 
         items = [JudgeItem(p.text, r.text, o.text, p) for p, r, o in zip(eval_prompts, reference_out, policy_out)]
-        summary, v = winrate_eval(items, e.judge, n_bootstrap=e.n_bootstrap, seed=config.seed)
+        summary, v = winrate_eval(items, e.judge, n_bootstrap=e.n_bootstrap, seed=config.seed,
+                                  cache_dir=cache_dir, verbosity_gap_pct=e.verbosity_gap_pct)
         verdicts.extend(v)
         return summary
 
@@ -208,20 +213,52 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks)
         if not e.domain_tasks:
             return {}
         dcache = cache_dir / "lm_eval"
-        pol = run_domain_evals(policy, tok, e.domain_tasks, cache_dir=dcache, limit=e.domain_limit, seed=config.seed)
-        with policy.disable_adapter():
-            ref = run_domain_evals(policy, tok, e.domain_tasks, cache_dir=dcache, limit=e.domain_limit, seed=config.seed)
+        include = []
+        if "ifeval_local" in e.domain_tasks:  # lm-eval's ifeval over a local file (evals.ifeval_offline)
+            from evals.ifeval_offline import prepare_ifeval_task
+
+            include.append(prepare_ifeval_task(dcache, e.ifeval.data_file, max_gen_toks=e.ifeval.max_gen_toks))
+        pol = run_domain_evals(policy, tok, e.domain_tasks, cache_dir=dcache, limit=e.domain_limit, seed=config.seed,
+                               include_paths=include)
+        # the reference's results depend only on the base model and the task settings: shared by every cell
+        ref_key = hashlib.sha256(json.dumps([loaded.fingerprint, e.domain_tasks, e.domain_limit, config.seed,
+                                             e.model_dump(mode="json").get("ifeval")], sort_keys=True)
+                                 .encode()).hexdigest()[:24]
+        ref_cache = cache_dir / "reference_domain" / f"{ref_key}.json"
+        ref = read_json(ref_cache)
+        if ref is None:
+            with policy.disable_adapter():
+                measured = run_domain_evals(policy, tok, e.domain_tasks, cache_dir=dcache, limit=e.domain_limit,
+                                            seed=config.seed, include_paths=include)
+            ref = {"summary": measured.summary, "per_item": measured.per_item}
+            write_json_atomic(ref_cache, ref)
+        if include:
+            from evals.ifeval_offline import add_acc_alias
+
+            pol.summary, ref["summary"] = add_acc_alias(pol.summary), add_acc_alias(ref["summary"])
         out = dict(pol.summary)
-        for key, value in ref.summary.items():
-            reference_domain[key] = value
+        reference_domain.update(ref["summary"])
         for task, items in pol.per_item.items():
-            test = mcnemar_paired(items, ref.per_item.get(task, []))
+            test = mcnemar_paired(items, ref["per_item"].get(task, []))
             out[f"{task}/acc_delta"] = test["delta"]  # per_item is keyed by eval name, e.g. domain_arith_mc
             out[f"{task}/acc_delta_pvalue"] = test["p_value"]
         return out
 
+    def diversity() -> dict[str, float]:  # evals.diversity: k policy samples per prompt at temperature 1
+        from evals.diversity import diversity_summary, group_samples
+
+        d = e.diversity
+        settings = DecodingSettings(max_new_tokens=d.max_new_tokens, temperature=1.0, top_p=1.0, top_k=0,
+                                    seed=config.seed + 2, n_samples=d.samples_per_prompt)
+        samples = generate(policy, tok, prompt_texts[: d.n_prompts], settings, model_fingerprint=policy_fp,
+                           cache_dir=cache_dir, batch_size=e.batch_size, label="diversity samples")
+        return diversity_summary(group_samples([s.text for s in samples], d.samples_per_prompt),
+                                 collapse_threshold=d.collapse_threshold)
+
     run_eval("winrate", winrate)
     run_eval("kl", kl)
+    if e.diversity.n_prompts > 0:
+        run_eval("diversity", diversity)
     run_eval("length", length)
     run_eval("chosen_logp", chosen_logp)
     run_eval("domain", domain)
@@ -265,10 +302,17 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks)
     tracker.log_artifact(cell_dir / "generations.jsonl")
     from reports.experiment import render_experiment_report
 
-    report = render_experiment_report(result_doc, cell_dir / "report.html")
-    tracker.log_artifact(report)
+    # The decision is made and recorded; a report that cannot render is a broken view, not a failed
+    # experiment (failing here would mark a promoted run FAILED). Recorded, and the path says so.
+    try:
+        report = str(render_experiment_report(result_doc, cell_dir / "report.html").resolve())
+        tracker.log_artifact(Path(report))
+    except Exception as exc:
+        report = ""
+        tracker.set_tags({"harness.report_error": f"{type(exc).__name__}: {exc}"[:1000]})
+        console.print(f"  [red]report failed:[/] {type(exc).__name__}: {exc}")
     return ExperimentResult(run_id=tracker.run_id, cell=cell, verdict=decision.verdict, metrics=metrics,
-                            decision=decision, report=str(report.resolve()), errors=errors, champion_version=version)
+                            decision=decision, report=report, errors=errors, champion_version=version)
 
 
 def redacted_config(config: ExperimentConfig) -> dict:

@@ -5,6 +5,8 @@ so reference-based variants never hold a second copy of the model.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -13,6 +15,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from harness.atomic_io import read_json, write_json_atomic
 from harness.config import ExperimentConfig
 from harness.variants import VARIANTS, VariantSpec, kto_balanced_weights
 
@@ -80,7 +83,19 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def train_cell(config: ExperimentConfig, base_model, tokenizer, train_rows: list[dict], output_dir: Path) -> TrainingResult:
+def _shares_reference_logps(spec: VariantSpec, config: ExperimentConfig) -> bool:
+    """DPOTrainer variants score the same reference on the same rows: do it once, for every cell."""
+    return spec.trainer == "trl:DPOTrainer" and config.training.precompute_ref_log_probs
+
+
+def reference_logps_key(rows: list[dict], config: ExperimentConfig, base_fingerprint: str) -> str:
+    payload = json.dumps({"rows": rows, "max_length": config.training.max_length, "model": base_fingerprint},
+                         sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def train_cell(config: ExperimentConfig, base_model, tokenizer, train_rows: list[dict], output_dir: Path,
+               *, base_fingerprint: str = "") -> TrainingResult:
     from datasets import Dataset
 
     spec = VARIANTS.get(config.variant)
@@ -88,6 +103,13 @@ def train_cell(config: ExperimentConfig, base_model, tokenizer, train_rows: list
     if spec.data_shape == "unpaired" and rows and "chosen" in rows[0]:
         rows = _to_unpaired(rows)
     args = trl_arguments(config, spec, output_dir / "trainer", rows)
+    shared_logps = None
+    cache_path = None
+    if _shares_reference_logps(spec, config) and base_fingerprint:
+        cache_path = config.resolved_cache_dir / "ref_logps" / f"{reference_logps_key(rows, config, base_fingerprint)}.json"
+        shared_logps = read_json(cache_path)
+        # first cell: TRL precomputes (reference = base with adapters disabled); later cells reuse that
+        args["precompute_ref_log_probs"] = shared_logps is None
     trl_config = spec.config_class()(**args)
     history = _HistoryCallback()
     trainer_cls = spec.trainer_class()
@@ -98,6 +120,17 @@ def train_cell(config: ExperimentConfig, base_model, tokenizer, train_rows: list
         model=base_model, args=trl_config, train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer, peft_config=_lora(config), callbacks=[history],
     )
+    if cache_path is not None:
+        if shared_logps is None:
+            write_json_atomic(cache_path, {"chosen": list(trainer.train_dataset["ref_chosen_logps"]),
+                                           "rejected": list(trainer.train_dataset["ref_rejected_logps"])})
+        else:
+            # TRL reads these columns instead of running the reference when precompute_ref_logps is set;
+            # the processed dataset keeps the row order of `rows`, which the cache key covers
+            trainer.train_dataset = (trainer.train_dataset
+                                     .add_column("ref_chosen_logps", shared_logps["chosen"])
+                                     .add_column("ref_rejected_logps", shared_logps["rejected"]))
+            trainer.precompute_ref_logps = True
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started

@@ -277,9 +277,10 @@ def _data(raw: Any) -> dict:
         total_ok = x is not None and not math.isnan(x)
         total = x or 0.0
     extra = [
-        {"key": fmt(k), "value": fmt(v)}
+        {"key": fmt(k), "value": fmt(v), "numeric": _as_float(v) is not None,
+         "list_items": [fmt(i) for i in v] if isinstance(v, (list, tuple)) and v else None}
         for k, v in data.items()
-        if k not in ("pairs", "dropped")
+        if k not in ("pairs", "dropped", "dropped_total")  # both shown as "rows dropped"
     ]
     return {
         "present": bool(data),
@@ -418,9 +419,11 @@ def _training_plot(history_raw: Any) -> Markup | None:
     fig = make_subplots(
         rows=1, cols=len(panels), subplot_titles=[t for t, _ in panels], horizontal_spacing=0.07
     )
-    palette = ["#4c6ef5", "#f76707", "#2f9e44", "#e03131"]
+    palette = ["#4c6ef5", "#2f9e44", "#ae3ec9", "#f76707", "#e03131"]  # one colour per series, across panels
+    series = 0
     for col, (_, traces) in enumerate(panels, start=1):
-        for j, (label, xs, ys) in enumerate(traces):
+        for label, xs, ys in traces:
+            j, series = series, series + 1
             fig.add_trace(
                 go.Scatter(
                     x=xs,
@@ -524,6 +527,8 @@ def build_context(result: Any) -> dict:
     length_plot, length_stats = _length_plot(r.get("samples"))
     config_text, config_format = _config_text(r.get("config"))
     n_failed = sum(c["passed"] is False for c in checks)
+    from reports.headline import key_numbers  # imports this module: keep the import here
+
     return {
         "experiment": fmt(r.get("experiment")),
         "cell": fmt(r.get("cell")),
@@ -531,6 +536,7 @@ def build_context(result: Any) -> dict:
         "verdict": verdict or DASH,
         "verdict_class": verdict_class,
         "why": _why(checks, errors),
+        "key_numbers": key_numbers(r),
         "checks": checks,
         "n_failed": n_failed,
         "n_passed": sum(c["passed"] is True for c in checks),

@@ -33,7 +33,8 @@ def test_run_is_recorded_in_mlflow_with_eval_metrics_verdict_and_artifacts(tiny_
     assert run.data.tags["harness.cell"] == result.cell
     assert run.data.tags["harness.verdict"] == result.verdict
     for key in ("winrate/lc_win_rate_pct", "winrate/win_rate_pct", "kl/seq_kl_k1", "kl/seq_kl_k1_stderr",
-                "length/ratio_tokens", "chosen_logp/chosen_delta", "domain_arith_mc/acc"):
+                "length/ratio_tokens", "chosen_logp/chosen_delta", "domain_arith_mc/acc", "winrate/verbosity_alarm",
+                "diversity/distinct_2", "diversity/self_similarity", "diversity/collapse_alarm"):
         assert key in run.data.metrics, key
     artifacts = {a.path for a in tracker.client.list_artifacts(result.run_id)}
     assert {"gate_decision.json", "report.html", "generations.jsonl", "checkpoint"} <= artifacts

@@ -1,4 +1,5 @@
 """Each registered variant trains on embedded:tiny with a learnable toy preference."""
+import json
 import math
 import sys
 
@@ -72,3 +73,51 @@ def test_kto_weights_put_the_weighted_class_ratio_in_the_recommended_band(n_d, n
     d, u = kto_balanced_weights(n_d, n_u)
     ratio = d * n_d / (u * n_u)
     assert 1.0 - 1e-9 <= ratio <= 4 / 3 + 1e-9
+
+
+def test_shared_reference_logps_give_the_same_training_as_trl_precomputing_them(tmp_path, model_cache):
+    """The second DPO-family cell reads the first one's reference log-probs instead of recomputing."""
+    from harness.models import load_model
+
+    config = tiny_config(tmp_path, model_cache, **{"training.max_steps": 2, "cache_dir": tmp_path / "cache"})
+    histories = []
+    for run in range(2):
+        loaded = load_model("embedded:tiny", model_cache)
+        data = load_preference_data(config)
+        result = train_cell(config, loaded.model, loaded.tokenizer, data.train, tmp_path / f"cell{run}",
+                            base_fingerprint=loaded.fingerprint)
+        histories.append(result.history)
+        assert len(list((tmp_path / "cache" / "ref_logps").glob("*.json"))) == 1
+    for first, second in zip(*histories):
+        assert second["loss"] == pytest.approx(first["loss"], rel=1e-5)
+        assert second["rewards/margins"] == pytest.approx(first["rewards/margins"], rel=1e-4, abs=1e-6)
+
+
+def test_kto_trains_directly_from_thumbs_feedback(tmp_path, model_cache):
+    """A thumbs-up/down export (prompt, response, thumbs) is KTO data as it is."""
+    import random
+
+    from harness.models import load_model
+    from harness.verifiable_prompts import make_prompts, template_answer
+
+    rng = random.Random(0)
+    rows = []
+    for prompt in make_prompts(24, 3):
+        rows.append({"prompt": prompt.text, "response": template_answer(prompt, comply=True, rng=rng), "thumbs": "up"})
+        rows.append({"prompt": prompt.text, "response": template_answer(prompt, comply=False, rng=rng), "thumbs": "down"})
+    rng.shuffle(rows)
+    feedback = tmp_path / "thumbs.jsonl"
+    feedback.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = tiny_config(tmp_path, model_cache, variant="kto", **{"data.source": str(feedback),
+                                                                  "training.max_steps": 8})
+    loaded = load_model("embedded:tiny", model_cache)
+    data = load_preference_data(config, loaded.model, loaded.tokenizer, loaded.fingerprint)
+    assert {"prompt", "completion", "label"} <= set(data.train[0])
+    result = train_cell(config, loaded.model, loaded.tokenizer, data.train, tmp_path / "cell")
+    assert result.trl_params["desirable_weight"] > 0 and result.trl_params["undesirable_weight"] > 0
+    ups = [r for r in rows if r["thumbs"] == "up"][:12]
+    downs = {r["prompt"]: r["response"] for r in rows if r["thumbs"] == "down"}
+    pairs = [{"prompt": u["prompt"], "chosen": u["response"], "rejected": downs[u["prompt"]]} for u in ups]
+    with result.model.disable_adapter():
+        before = _margin(result.model, loaded.tokenizer, pairs)
+    assert _margin(result.model, loaded.tokenizer, pairs) > before + 1.0

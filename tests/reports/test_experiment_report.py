@@ -238,3 +238,25 @@ def test_value_formatting() -> None:
     assert rx._verdict_label(1)[0] == "reference wins"
     assert rx._verdict_label(1.5)[0] == "tie"
 
+
+
+def test_key_numbers_answer_is_the_win_real(tmp_path: Path) -> None:
+    result = full_result()
+    result["metrics"] |= {"winrate/raw_minus_lc_pct": 3.8, "length/ratio_tokens": 1.62, "kl/seq_kl_k3": 0.5,
+                          "domain_arith_mc/acc_delta": -0.1, "domain_arith_mc/acc_delta_pvalue": 0.01}
+    body = _without_plotly_lib(_render(tmp_path, result))
+    summary = body[body.index('id="summary"'):body.index('id="checks"')]
+    assert 'id="card-lc"' in summary and "51.2%" in summary and "95% CI [45, 57]" in summary
+    assert 'class="card bad" id="card-length"' in summary and "×1.62" in summary
+    assert 'class="card bad" id="card-domain-arith_mc"' in summary and "(significant)" in summary
+    assert "includes 50: not distinguishable from the reference" in summary
+    assert "the raw win is not a length effect" in summary
+    # the full metrics table is one click away, not in the way
+    assert '<details id="metrics-details">' in body
+
+
+def test_list_values_in_data_are_listed(tmp_path: Path) -> None:
+    result = full_result()
+    result["data"]["warnings"] = ["first <b>warning</b>", "second"]
+    body = _without_plotly_lib(_render(tmp_path, result))
+    assert "<li>first &lt;b&gt;warning&lt;/b&gt;</li>" in body and "<li>second</li>" in body

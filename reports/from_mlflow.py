@@ -1,0 +1,303 @@
+"""Rebuild report inputs from what MLflow holds, and render them (``harness report``).
+
+A cell run holds: metrics (evals; ``train/*`` history by step; ``data/*``; ``reference/*``),
+params (the flattened config, ``data.stats.*``, ``trl.*``), tags (``harness.cell``,
+``harness.verdict``, ``harness.status``, ``harness.error``) and artifacts (``config.json``,
+``gate_decision.json`` and ``gate_decision_regated.json``, ``generations.jsonl``,
+``eval_errors.json``). ``load_cell_result`` turns that back into exactly the dict
+``reports.experiment.render_experiment_report`` takes (the pipeline's ``result_doc``);
+runs recorded before ``config.json``/``eval_errors.json`` existed fall back to the params.
+
+A sweep is a parent run tagged ``harness.sweep`` whose cells are child runs (tag
+``mlflow.parentRunId``). ``load_sweep_result`` builds the dict ``render_sweep_report`` takes.
+The champion is, in order: the parent's ``harness.champion_run_id`` or ``harness.champion_cell``
+tag; the registry's champion alias when it points at one of the cells; the cell promoted last.
+
+All MLflow access goes through ``harness.tracking.Tracker`` (its client); nothing here imports mlflow.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import math
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["load_cell_result", "load_sweep_result", "is_sweep_run", "render_from_mlflow", "safe_name"]
+
+_NOT_EVAL_METRICS = ("train/", "reference/", "data/")
+_DECISIONS = ("gate_decision_regated.json", "gate_decision.json")  # the latest decision first
+_RUN_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
+
+
+def safe_name(name: Any, default: str = "unnamed") -> str:
+    """A single, harmless path component for a cell or sweep name."""
+    s = re.sub(r"[^A-Za-z0-9._=+-]", "_", str(name or ""))[:120].strip(".")
+    return s or default
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+def _artifact_names(tracker, run_id: str) -> set[str]:
+    try:
+        return {Path(a.path).name for a in tracker.client.list_artifacts(run_id)}
+    except Exception:
+        return set()
+
+
+def _artifact_text(tracker, run_id: str, name: str, names: set[str]) -> str | None:
+    if name not in names:
+        return None
+    with tempfile.TemporaryDirectory(prefix="harness-report-") as tmp:
+        try:
+            local = tracker.client.download_artifacts(run_id, name, tmp)
+            return Path(local).read_text(encoding="utf-8")
+        except Exception:
+            return None
+
+
+def _artifact_json(tracker, run_id: str, name: str, names: set[str]) -> Any:
+    text = _artifact_text(tracker, run_id, name, names)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _jsonl(text: str | None) -> list[dict]:
+    rows = []
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------- params
+
+
+def _param_value(text: str) -> Any:
+    """Params are str(value): get the value back where it is a Python/JSON literal."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        pass
+    if text in ("true", "false", "null"):
+        return json.loads(text)
+    return text
+
+
+def _unflatten(flat: dict[str, Any]) -> dict:
+    tree: dict = {}
+    for dotted, value in sorted(flat.items()):
+        node = tree
+        *parents, leaf = dotted.split(".")
+        ok = True
+        for part in parents:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                ok = False
+                break
+            node = nxt
+        if ok and not isinstance(node.get(leaf), dict):
+            node[leaf] = value
+    return tree
+
+
+def _metric_specs() -> dict:
+    try:
+        from evals.catalog import known_metrics
+
+        return {k: {"higher_is_better": s.higher_is_better, "unit": s.unit, "description": s.description}
+                for k, s in known_metrics().items() if s is not None}
+    except Exception:
+        return {}
+
+
+def _history(tracker, run_id: str, metric_keys: list[str]) -> list[dict]:
+    steps: dict[int, dict] = {}
+    for key in metric_keys:
+        if not key.startswith("train/") or key == "train/seconds":
+            continue
+        try:
+            points = tracker.client.get_metric_history(run_id, key)
+        except Exception:
+            continue
+        for p in points:
+            row = steps.setdefault(int(p.step), {"step": int(p.step)})
+            row[key.removeprefix("train/")] = p.value
+    return [steps[s] for s in sorted(steps)]
+
+
+# --------------------------------------------------------------------------- cells
+
+
+def load_cell_result(tracker, run_id: str) -> dict:
+    """The cell page's input dict for one run, rebuilt from MLflow."""
+    run = tracker.client.get_run(run_id)
+    tags, params, all_metrics = dict(run.data.tags), dict(run.data.params), dict(run.data.metrics)
+    names = _artifact_names(tracker, run_id)
+    try:
+        experiment = tracker.client.get_experiment(run.info.experiment_id).name
+    except Exception:
+        experiment = None
+
+    config = _artifact_json(tracker, run_id, "config.json", names)
+    if not isinstance(config, dict):
+        config = _unflatten({k: _param_value(v) for k, v in params.items()
+                             if not k.startswith(("data.stats.", "trl."))})
+    decision = next((d for d in (_artifact_json(tracker, run_id, n, names) for n in _DECISIONS)
+                     if isinstance(d, dict)), {})
+    errors = _artifact_json(tracker, run_id, "eval_errors.json", names)
+    errors = dict(errors) if isinstance(errors, dict) else {}
+    if tags.get("harness.error"):
+        errors.setdefault("run", tags["harness.error"])
+
+    data = _unflatten({k.removeprefix("data.stats."): _param_value(v) for k, v in params.items()
+                       if k.startswith("data.stats.")})
+    if "pairs" not in data and "data/pairs" in all_metrics:
+        data["pairs"] = int(all_metrics["data/pairs"])
+    dropped = {k.removeprefix("data/dropped_"): int(v) for k, v in all_metrics.items()
+               if k.startswith("data/dropped_") and math.isfinite(v)}
+    if dropped and not data.get("dropped"):
+        data["dropped"] = dropped
+
+    training: dict[str, Any] = {"history": _history(tracker, run_id, sorted(all_metrics))}
+    if "train/seconds" in all_metrics:
+        training["seconds"] = all_metrics["train/seconds"]
+
+    verdict = tags.get("harness.verdict") or decision.get("verdict")
+    return {
+        "experiment": experiment or config.get("name"),
+        "run_id": run_id,
+        "cell": tags.get("harness.cell") or run.info.run_name or run_id,
+        "verdict": verdict,
+        "config": config,
+        "metrics": {k: v for k, v in all_metrics.items() if not k.startswith(_NOT_EVAL_METRICS)},
+        "metric_specs": _metric_specs(),
+        "checks": decision.get("checks") or [],
+        "training": training,
+        "samples": _jsonl(_artifact_text(tracker, run_id, "generations.jsonl", names)),
+        "data": data,
+        "errors": errors,
+    }
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def _children(tracker, run_id: str) -> list:
+    if not _RUN_ID.match(run_id):
+        return []
+    try:
+        experiment_ids = [e.experiment_id for e in tracker.client.search_experiments()]
+    except Exception:
+        experiment_ids = [tracker.client.get_run(run_id).info.experiment_id]
+    runs = tracker.client.search_runs(experiment_ids, filter_string=f"tags.mlflow.parentRunId = '{run_id}'",
+                                      max_results=5000)
+    return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
+
+
+def is_sweep_run(tracker, run_id: str) -> bool:
+    run = tracker.client.get_run(run_id)
+    return "harness.sweep" in run.data.tags or bool(_children(tracker, run_id))
+
+
+def _champion(tracker, parent_tags: dict, cells: list[dict]) -> dict | None:
+    by_run = {c["run_id"]: c for c in cells}
+    by_cell = {c["cell"]: c for c in cells}
+    rid = parent_tags.get("harness.champion_run_id")
+    if rid:
+        c = by_run.get(rid)
+        return {"cell": c["cell"] if c else parent_tags.get("harness.champion_cell"), "run_id": rid}
+    cell = parent_tags.get("harness.champion_cell")
+    if cell:
+        c = by_cell.get(cell)
+        return {"cell": cell, "run_id": c["run_id"] if c else None}
+    # the registry's champion alias, when it points at one of these cells
+    for c in cells:
+        registry = c["config"].get("registry") if isinstance(c.get("config"), dict) else None
+        if isinstance(registry, dict) and registry.get("model_name"):
+            try:
+                found = tracker.champion(str(registry["model_name"]), str(registry.get("alias") or "champion"))
+            except Exception:
+                found = None
+            if found and found[1] in by_run:
+                return {"cell": by_run[found[1]]["cell"], "run_id": found[1]}
+            break
+    promoted = [c for c in cells if c.get("_promoted_version") is not None]
+    if promoted:
+        best = max(promoted, key=lambda c: c["_promoted_version"])
+        return {"cell": best["cell"], "run_id": best["run_id"]}
+    return None
+
+
+def load_sweep_result(tracker, run_id: str) -> dict:
+    """The sweep page's input dict for a parent run and its child (cell) runs."""
+    parent = tracker.client.get_run(run_id)
+    tags = dict(parent.data.tags)
+    cells = []
+    for child in _children(tracker, run_id):
+        cell = load_cell_result(tracker, child.info.run_id)
+        version = child.data.tags.get("harness.model_version")
+        if child.data.tags.get("harness.promoted") == "true" and version and version.isdigit():
+            cell["_promoted_version"] = int(version)
+        cells.append(cell)
+    champion = _champion(tracker, tags, cells)
+    for c in cells:
+        c.pop("_promoted_version", None)
+    return {
+        "sweep": tags.get("harness.sweep") or parent.info.run_name or run_id,
+        "sweep_key": tags.get("harness.sweep_key"),
+        "run_id": run_id,
+        "cells": cells,
+        "champion": champion,
+        "pareto": None,  # computed by the report from the cells' LC win rate and KL
+    }
+
+
+# --------------------------------------------------------------------------- render
+
+
+def render_from_mlflow(tracker, run_id: str, out: Path | None = None, *, log_artifact: bool = True) -> Path:
+    """Render the page for ``run_id`` (a sweep's parent run or a cell run) and return its path.
+
+    Cell: ``out`` or ``<output_dir>/cells/<cell>/report.html``. Sweep: ``out`` or
+    ``<output_dir>/sweeps/<sweep>-<sweep_key>/report.html`` (beside ``harness sweep``'s summary),
+    with each cell's page regenerated in its standard place (``<output_dir>/cells/<cell>/report.html``)
+    or, with ``out``, in ``<out folder>/<out stem>_cells/<cell>.html``. The page requested is
+    logged to the run as an artifact.
+    """
+    from reports.experiment import render_experiment_report
+    from reports.sweep import render_sweep_report
+
+    base = Path(tracker.output_dir)
+    if is_sweep_run(tracker, run_id):
+        sweep = load_sweep_result(tracker, run_id)
+        folder = f"{sweep['sweep']}-{sweep['sweep_key']}" if sweep.get("sweep_key") else sweep["sweep"]
+        path = Path(out) if out else base / "sweeps" / safe_name(folder, "sweep") / "report.html"
+        pages: dict[str, str] = {}
+        for cell in sweep["cells"]:
+            name = safe_name(cell["cell"], cell["run_id"])
+            page = (path.parent / f"{path.stem}_cells" / f"{name}.html") if out else (base / "cells" / name / "report.html")
+            pages[str(cell["cell"])] = str(render_experiment_report(cell, page))
+        render_sweep_report(sweep, path, pages)
+    else:
+        result = load_cell_result(tracker, run_id)
+        path = Path(out) if out else base / "cells" / safe_name(result["cell"], run_id) / "report.html"
+        render_experiment_report(result, path)
+    if log_artifact:
+        tracker.attach(run_id)
+        tracker.log_artifact(path)
+    return path
