@@ -89,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # one figure that cannot be measured does not stop the others
             failed = True
             traceback.print_exc()  # into the log
-            lines = [Line(n, "error", f"{type(exc).__name__}: {exc}; see {log_path}") for n in GROUPS[group]
-                     if n != "mfu_cpu" or group == "mfu"]
+            lines = [Line(n, "error", f"{type(exc).__name__}: {exc}; see {log_path}") for n in GROUPS[group]]
         for line in lines:
             print(line, file=TERMINAL_OUT, flush=True)
         progress(f"{group}: {time.perf_counter() - t0:.0f} s")

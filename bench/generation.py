@@ -30,7 +30,7 @@ def measure(settings: Settings) -> list[Line]:
     from evals.generation import DecodingSettings
     from harness.verifiable_prompts import make_prompts
 
-    n_prompts, max_new = (8, 16) if settings.quick else (16, 32)
+    n_prompts, max_new = (8, 16) if settings.quick else (16, 24)
     loaded = load_smollm(settings.cache_dir)
     model, tok = loaded.model, loaded.tokenizer
     prompts = [p.text for p in make_prompts(n_prompts, 0, split="eval")]

@@ -68,7 +68,7 @@ def vllm_generate(llm, prompt_ids, max_new: int, *, ignore_eos: bool = False) ->
 
 
 def gpu_numbers(model_dir: str, prompts: list[str], max_new: int, *, random_init: bool = False, reps: int = 3,
-                ignore_eos: bool = False) -> dict:
+                ignore_eos: bool = False, device: str = "cuda") -> dict:
     import statistics
 
     import torch
@@ -80,7 +80,7 @@ def gpu_numbers(model_dir: str, prompts: list[str], max_new: int, *, random_init
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir), dtype=torch.bfloat16)
     else:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
-    model = model.to("cuda").eval()
+    model = model.to(device).eval()
     ids = _prompt_ids(tok, prompts)
     batch = min(len(ids), 64)
     hf_generate(model, tok, ids[:2], 4, 2, ignore_eos=ignore_eos)  # warm-up
@@ -98,7 +98,8 @@ def gpu_numbers(model_dir: str, prompts: list[str], max_new: int, *, random_init
         out["vllm_error"] = f"{type(exc).__name__}: {exc}"[:200]
         return out
     del model
-    torch.cuda.empty_cache()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     from vllm import LLM
 
     if random_init:
@@ -139,10 +140,11 @@ def main() -> int:
     ap.add_argument("--max-new", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--ignore-eos", action="store_true", help="always generate max_new tokens (random weights)")
+    ap.add_argument("--device", default="cuda", help="cpu only to try this script out")
     a = ap.parse_args()
     prompts = [f"Explain {PROMPT_TOPICS[i % len(PROMPT_TOPICS)]} in {3 + i % 5} sentences." for i in range(a.prompts)]
     print(json.dumps(gpu_numbers(a.model_dir, prompts, a.max_new, random_init=a.random_init, reps=a.reps,
-                                 ignore_eos=a.ignore_eos)), flush=True)
+                                 ignore_eos=a.ignore_eos, device=a.device)), flush=True)
     return 0
 
 

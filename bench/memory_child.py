@@ -1,11 +1,13 @@
 """One training configuration in a process of its own; prints its peak RSS (VmHWM) as JSON on the last line.
 
-    python -m bench.memory_child {harness|ref_copy|sft} --cache-dir DIR --work-dir DIR --steps N
+    python -m bench.memory_child {harness|ref_copy|sft|sft_pairs} --cache-dir DIR --work-dir DIR --steps N
 
 - harness: harness.training.train_cell, LoRA DPO, reference = base with adapters disabled, reference
   log-probs precomputed (cold: this process computes them, as the first cell of a sweep does).
 - ref_copy: the seed scaffold: plain TRL DPOTrainer with ref_model= a second full model loaded from disk.
 - sft: plain TRL SFTTrainer, LoRA, on the chosen completions (same model, batch 4, max_length, LoRA).
+- sft_pairs: the same SFT on the chosen and the rejected completions as separate rows, batch 8: the
+  very sequences one DPO step runs through the policy.
 
 Every configuration imports the same modules before measuring, so the baseline is the same.
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("config", choices=["harness", "ref_copy", "sft"])
+    ap.add_argument("config", choices=["harness", "ref_copy", "sft", "sft_pairs"])
     ap.add_argument("--cache-dir", required=True, type=Path)
     ap.add_argument("--work-dir", required=True, type=Path)
     ap.add_argument("--steps", type=int, default=2)
@@ -49,7 +51,8 @@ def main() -> int:
         ref = load_smollm(a.cache_dir).model  # the scaffold loads the reference as a second full model
         seconds, _ = run_plain_dpo(loaded.model, loaded.tokenizer, rows, a.work_dir / "plain", a.steps, ref_model=ref)
     else:
-        seconds, _ = run_plain_sft(loaded.model, loaded.tokenizer, rows, a.work_dir / "sft", a.steps)
+        seconds, _ = run_plain_sft(loaded.model, loaded.tokenizer, rows, a.work_dir / "sft", a.steps,
+                                   both=a.config == "sft_pairs")
     out["seconds"] = time.perf_counter() - started
     out["peak_rss_mib"] = rss_mib()
     out["ru_maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # includes the parent's peak

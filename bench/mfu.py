@@ -51,8 +51,8 @@ def _own_runs(settings: Settings) -> list[dict]:
 
     work = fresh_dir(settings.work_dir / "mfu")
     loaded = load_smollm(settings.cache_dir)
-    cfg = smollm_config(work / "out", work / "cache", max_steps=settings.steps, precompute=True)
-    rows = bench_rows(cfg, loaded, settings.steps * cfg.training.batch_size)
+    cfg = smollm_config(work / "out", work / "cache", max_steps=settings.train_steps, precompute=True)
+    rows = bench_rows(cfg, loaded, settings.train_steps * cfg.training.batch_size)
     progress("mfu: warm-up cell")
     warm = smollm_config(work / "out", work / "cache", max_steps=1, precompute=True)
     train_cell(warm, copy.deepcopy(loaded.model), loaded.tokenizer, rows, work / "warmup", base_fingerprint=loaded.fingerprint)
@@ -86,7 +86,8 @@ def measure(settings: Settings) -> list[Line]:
     mfu = median(utils)
     return [Line(
         "mfu_cpu", f"{100 * mfu:.1f}%",
-        f"harness DPO+LoRA training {median(tps):.0f} tokens/s x (4N + 6N_lora = {flops_per_token / 1e9:.3f} GFLOP/token, "
+        f"harness DPO+LoRA training (trainer.train() of a {settings.train_steps}-step cell, reference log-probs precomputed) "
+        f"{median(tps):.0f} tokens/s x (4N + 6N_lora = {flops_per_token / 1e9:.3f} GFLOP/token, "
         f"N={n / 1e6:.1f}M, N_lora={n_lora / 1e6:.2f}M) = {median(tps) * flops_per_token / 1e9:.1f} GFLOP/s vs measured "
         f"fp32 matmul peak {median(peaks):.0f} GFLOP/s (2048^3 torch.mm, best of {3 if settings.quick else 8}, "
         f"{torch.get_num_threads()} threads on {cpu_count()} cores), peak measured just before each cell, "

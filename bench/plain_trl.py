@@ -40,16 +40,23 @@ def run_plain_dpo(model, tokenizer, rows: list[dict], output_dir: Path, max_step
     return time.perf_counter() - started, trainer
 
 
-def run_plain_sft(model, tokenizer, rows: list[dict], output_dir: Path, max_steps: int) -> tuple[float, object]:
-    """A plain LoRA SFT step on the chosen completions, same model, batch, max_length and LoRA."""
+def run_plain_sft(model, tokenizer, rows: list[dict], output_dir: Path, max_steps: int, *,
+                  both: bool = False) -> tuple[float, object]:
+    """A plain LoRA SFT step, same model, max_length and LoRA. On the chosen completions, batch 4 (the DPO
+    batch's pairs); with `both`, on the chosen AND rejected completions as separate rows, batch 8: the same
+    sequences, the same tokens, as one DPO step processes."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     started = time.perf_counter()
     sft_rows = [{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows]
-    args = SFTConfig(output_dir=str(output_dir / "trainer"), max_steps=max_steps, per_device_train_batch_size=4,
-                     learning_rate=2.0e-4, logging_steps=1, max_length=128, seed=0, report_to=[],
-                     save_strategy="no", use_cpu=True, bf16=False, dataloader_num_workers=0)
+    if both:
+        sft_rows = [x for r in rows for x in ({"prompt": r["prompt"], "completion": r["chosen"]},
+                                                {"prompt": r["prompt"], "completion": r["rejected"]})]
+    args = SFTConfig(output_dir=str(output_dir / "trainer"), max_steps=max_steps,
+                     per_device_train_batch_size=8 if both else 4, learning_rate=2.0e-4, logging_steps=1,
+                     max_length=128, seed=0, report_to=[], save_strategy="no", use_cpu=True, bf16=False,
+                     dataloader_num_workers=0)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(sft_rows),
                          processing_class=tokenizer, peft_config=plain_lora())
     trainer.train()

@@ -15,7 +15,7 @@ import json
 import time
 from pathlib import Path
 
-SWEEP_FILE = "experiments/tiny_sweep.yaml"
+SWEEP_FILE = Path(__file__).resolve().parents[1] / "experiments" / "tiny_sweep.yaml"
 
 
 def main() -> int:

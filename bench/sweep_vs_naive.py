@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 
-from bench.common import Line, Settings, fresh_dir, goal, progress, ratio
+from bench.common import REPO_ROOT, Line, Settings, fresh_dir, goal, progress, ratio
 
 GOAL = 1.8
 # applied to both sides; tiny_sweep.yaml's own sizes otherwise
@@ -24,7 +24,7 @@ def _side(side: str, settings: Settings, overrides: list[str], log) -> dict:
     cmd = [sys.executable, "-m", "bench.sweep_child", side, "--work-dir", str(work)]
     for o in overrides:
         cmd += ["--set", o]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True, check=False)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True, check=False, cwd=REPO_ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"bench.sweep_child {side} exited {proc.returncode} (see the log)")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -48,7 +48,7 @@ def measure(settings: Settings, *, want_mfu: bool = False) -> list[Line]:
     from bench.plain_trl import run_plain_dpo
     from harness.training import train_cell
 
-    steps, reps = settings.steps, settings.reps
+    steps, reps = settings.train_steps, settings.reps
     work = fresh_dir(settings.work_dir / "train_step")
     loaded = load_smollm(settings.cache_dir)
     pristine, tok, fp = loaded.model, loaded.tokenizer, loaded.fingerprint
@@ -115,8 +115,15 @@ def measure(settings: Settings, *, want_mfu: bool = False) -> list[Line]:
         settings.shared["mfu_model"] = pristine
 
     per_step = {c: median(v) / steps for c, v in times.items()}
-    paired = lambda a, b: median([x / y for x, y in zip(times[a], times[b])])  # noqa: E731  per-round ratios
-    basis = f"construct+train+save, {steps} step(s) of batch 4 (~{_tokens_per_step(infos, steps)} tokens), median of {reps}"
+
+    def paired(a: str, b: str) -> float:  # the median of the per-round ratios: robust to the load drifting between rounds
+        return median([x / y for x, y in zip(times[a], times[b])])
+
+    def rounds(a: str, b: str) -> str:
+        return "per round " + "/".join(f"{x / y:.3f}" for x, y in zip(times[a], times[b]))
+
+    basis = (f"construct+train+save, {steps} step(s) of batch 4 (~{_tokens_per_step(infos, steps)} tokens), "
+             f"time medians and median ratio of {reps} interleaved rounds")
     arg_note = "; plain script's arguments = harness's" if not diffs else f"; ARGUMENTS DIFFER: {'; '.join(diffs)}"
     r0 = paired("harness_noprecompute", "plain")
     r1 = paired("harness", "plain")
@@ -124,15 +131,18 @@ def measure(settings: Settings, *, want_mfu: bool = False) -> list[Line]:
     return [
         Line("train_step_overhead", ratio(r0),
              f"harness {per_step['harness_noprecompute']:.2f} s vs plain TRL {per_step['plain']:.2f} s per step, "
-             f"like for like: both compute the reference every step; {basis}{arg_note}; "
+             f"like for like: both compute the reference every step; {rounds('harness_noprecompute', 'plain')}; "
+             f"{basis}{arg_note}; "
              f"{goal(r0 < OVERHEAD_GOAL, f'< {OVERHEAD_GOAL}x')}", missed=r0 >= OVERHEAD_GOAL),
         Line("train_step_harness_default", ratio(r1),
              f"harness default {per_step['harness']:.2f} s vs plain TRL {per_step['plain']:.2f} s per step: "
              f"reference log-probs precomputed once and shared (warm cache, as for every sweep cell after the "
-             f"first); {basis}; {goal(r1 < OVERHEAD_GOAL, f'< {OVERHEAD_GOAL}x')}", missed=r1 >= OVERHEAD_GOAL),
+             f"first); {rounds('harness', 'plain')}; {basis}; {goal(r1 < OVERHEAD_GOAL, f'< {OVERHEAD_GOAL}x')}",
+             missed=r1 >= OVERHEAD_GOAL),
         Line("ref_step_time_vs_copy", ratio(r2),
              f"adapters disabled + precomputed reference log-probs {per_step['harness']:.2f} s vs second full "
-             f"reference model {per_step['ref_copy']:.2f} s per step; {basis}; {goal(r2 < 1.0, '< 1x')}",
+             f"reference model {per_step['ref_copy']:.2f} s per step; {rounds('harness', 'ref_copy')}; {basis}; "
+             f"{goal(r2 < 1.0, '< 1x')}",
              missed=r2 >= 1.0),
     ]
 
