@@ -390,6 +390,20 @@ def _layout(fig: Any, height: int, **kw: Any) -> None:
     )
 
 
+def curve_points(history: list, key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of one logged series, skipping rows without a finite value; a row without
+    a step counts as its position."""
+    xs, ys = [], []
+    for i, h in enumerate(history):
+        y = _finite(h.get(key))
+        if y is None:
+            continue
+        x = _finite(h.get("step"))
+        xs.append(x if x is not None else i + 1)
+        ys.append(y)
+    return xs, ys
+
+
 def _training_plot(history_raw: Any) -> Markup | None:
     history = [h for h in _seq(history_raw) if isinstance(h, Mapping)]
     if not history:
@@ -398,14 +412,7 @@ def _training_plot(history_raw: Any) -> Markup | None:
     for title, series in _CURVE_PANELS:
         traces = []
         for key, label in series:
-            xs, ys = [], []
-            for i, h in enumerate(history):
-                y = _finite(h.get(key))
-                if y is None:
-                    continue
-                x = _finite(h.get("step"))
-                xs.append(x if x is not None else i + 1)
-                ys.append(y)
+            xs, ys = curve_points(history, key)
             if ys:
                 traces.append((label, xs, ys))
         if traces:

@@ -36,6 +36,7 @@ from reports.experiment import (
     _env,
     _fig_html,
     _finite,
+    curve_points,
     _fmt_float,
     _layout,
     _mapping,
@@ -326,14 +327,7 @@ def _training_plot(cells: list[Mapping], keys: list[str], names: dict[str, str])
         shown = False
         for col, (_, series) in enumerate(panels, start=1):
             for j, (hkey, label) in enumerate(series):
-                xs, ys = [], []
-                for n, h in enumerate(history):
-                    y = _finite(h.get(hkey))
-                    if y is None:
-                        continue
-                    x = _finite(h.get("step"))
-                    xs.append(x if x is not None else n + 1)
-                    ys.append(y)
+                xs, ys = curve_points(history, hkey)
                 if not ys:
                     continue
                 name = names[key]
