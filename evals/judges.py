@@ -88,7 +88,10 @@ class RuleJudge:
 
     name = "rule"
     cache_verdicts = False
-    fingerprint = "rule"
+    # a version, not a content hash: bump it when the checkers or the tie rule change, so that stored
+    # calibrations (evals.judge_calibration, keyed by fingerprint) stop applying to the new behaviour
+    fingerprint = "rule:v1"
+    tokens_used = 0  # no model behind it
 
     def judge(self, items: list[JudgeItem]) -> list[float]:
         try:
@@ -162,6 +165,8 @@ class LLMJudge:
         self.fingerprint = "llm:" + _sha(identity)
         self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="po-harness-llm-judge-"))
         self._annotator = None
+        self._price_per_token = 1.0
+        self.tokens_used = 0  # as the server reports them (alpaca-eval's price column, see _build_annotator)
 
     def _load_annotators(self) -> dict[str, dict]:
         """The annotator config with template paths resolved and templates inlined into the identity."""
@@ -204,12 +209,23 @@ class LLMJudge:
             client_kwargs = {k: v for k, v in (kwargs.get("client_kwargs") or {}).items() if k != "base_url"}
             kwargs.update(model_name=self.model, client_config_path=str(client_path), num_procs=self.max_concurrency,
                           requires_chatml=self.is_chat, client_kwargs=client_kwargs)
-            kwargs.setdefault("price_per_token", 0.0)  # unknown for a self-hosted model; avoids NaN prices
+            # alpaca-eval reports usage only as price_per_example = the server's total_tokens * price_per_token;
+            # a self-hosted model has no price, so 1 per token makes that column the token count (and no NaN)
+            kwargs.setdefault("price_per_token", 1.0)
+            self._price_per_token = float(kwargs["price_per_token"])
             cfg["is_randomize_output_order"] = False
             configs[name] = cfg
         config_path = write_text_atomic(root / "annotator" / "configs.yaml", yaml.safe_dump(configs, sort_keys=False))
         return PairwiseAnnotator(annotators_config=str(config_path), caching_path=None, is_avoid_reannotations=False,
                                  seed=0)
+
+    def _count_tokens(self, annotated) -> None:
+        if self._price_per_token <= 0:  # a configured price of 0: usage unknown
+            return
+        for row in annotated:
+            price = row.get("preference_price_per_example")
+            if isinstance(price, (int, float)) and math.isfinite(price):
+                self.tokens_used += round(price / self._price_per_token)
 
     def _scrub(self, text: str) -> str:
         key = os.environ.get(self.api_key_env)
@@ -225,6 +241,7 @@ class LLMJudge:
             if self._annotator is None:
                 self._annotator = self._build_annotator()
             annotated = self._annotator.annotate_pairs(rows)
+            self._count_tokens(annotated)
         except JudgeError:
             raise
         except Exception as exc:  # connection refused, timeout, HTTP error, malformed response
@@ -282,6 +299,7 @@ class RewardModelJudge:
         self.fingerprint = "reward_model:" + _sha({"model": _weights_fingerprint(model), "max_length": max_length,
                                                    "tie_margin": tie_margin})
         self._model = self._tokenizer = None
+        self.tokens_used = 0  # input tokens scored
 
     def _load(self):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -323,6 +341,7 @@ class RewardModelJudge:
                                         truncation=True, max_length=self.max_length, add_special_tokens=False)
                 logits = self._model(**batch).logits.float()
                 out.extend(logits[:, 0].tolist())
+                self.tokens_used += int(batch["attention_mask"].sum())
         return out
 
     def judge(self, items: list[JudgeItem]) -> list[float]:
@@ -358,6 +377,10 @@ class CachedJudge:
         self.inner, self.name = inner, inner.name
         self.fingerprint = inner.fingerprint
         self.root = Path(cache_dir) / "judge_verdicts" / _sha(self.fingerprint)[:16]
+
+    @property
+    def tokens_used(self) -> int | None:  # cache hits cost nothing: the inner judge counts what it really used
+        return getattr(self.inner, "tokens_used", None)
 
     def key(self, item: JudgeItem) -> str:
         return _sha({"judge": self.fingerprint, "prompt": item.prompt, "output_1": item.output_1,

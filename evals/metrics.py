@@ -18,15 +18,18 @@ class MetricSpec:
     higher_is_better: bool | None  # None: no preferred direction (e.g. a length ratio)
     unit: str
     description: str
+    # what a missing value means, for the gate's message (e.g. "the judge is uncalibrated; run ...")
+    missing_reason: str = ""
 
 
 METRICS: Registry[MetricSpec] = Registry("metric")
 
 
-def register_metric(key: str, *, higher_is_better: bool | None, unit: str, description: str) -> MetricSpec:
+def register_metric(key: str, *, higher_is_better: bool | None, unit: str, description: str,
+                    missing_reason: str = "") -> MetricSpec:
     if "/" not in key:
         raise ValueError(f"metric key {key!r} must be '<eval>/<metric>'")
-    return METRICS.add(key, MetricSpec(key, higher_is_better, unit, description))
+    return METRICS.add(key, MetricSpec(key, higher_is_better, unit, description, missing_reason))
 
 
 def base_key(key: str) -> str:

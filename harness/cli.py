@@ -240,8 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     lc.set_defaults(func=cmd_lc_winrate)
 
     from harness.data_check import add_data_commands
+    from harness.judge_commands import add_judge_commands
 
     add_data_commands(sub)
+    add_judge_commands(sub)
 
     report = sub.add_parser("report", help="regenerate the HTML report of a run or a sweep from MLflow",
                             description="Renders the cell page of a run, or the sweep page (and its cells' pages) "

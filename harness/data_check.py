@@ -117,6 +117,7 @@ class DataCheckReport:
     tokenization: dict[str, Any] | None  # with a tokenizer: equality after tokenization/truncation, rates
     issues: list[Issue]
     usable: list[ParsedRow] = _field(default_factory=list, repr=False)  # for the loader, not reported
+    offpolicy: dict[str, float] | None = None  # with --model: evals.offpolicy_gap's data/* figures
 
     @property
     def shape(self) -> str:
@@ -148,7 +149,7 @@ class DataCheckReport:
                 "dropped_total": sum(self.dropped.values()), "lengths": self.lengths, "labels": self.labels,
                 "tokenization": self.tokenization, "ok": self.ok,
                 "fatal": len(self.fatal), "warnings": len(self.warnings),
-                "issues": [i.to_dict() for i in self.issues]}
+                "issues": [i.to_dict() for i in self.issues], "offpolicy": self.offpolicy}
 
 
 # ---------------------------------------------------------------------- checks
@@ -537,6 +538,10 @@ def add_data_commands(subparsers) -> None:
     check.add_argument("--config", help="experiment YAML: model (tokenizer), training.max_length, variant")
     check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     check.add_argument("--max-length", type=int, help="override training.max_length")
+    check.add_argument("--model", help="starting model (HF id, path, embedded:NAME): measure how off-policy the "
+                                       "pairs are for it (log-prob of chosen/rejected vs its own samples)")
+    check.add_argument("--limit", type=int, help="prompts the off-policy diagnostic measures (default 16)")
+    check.add_argument("--cache-dir", help="model and sample cache for --model (default: the config's, or runs/cache)")
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(func=cmd_data_check)
 
@@ -559,6 +564,16 @@ def cmd_data_check(args) -> int:
         max_length = args.max_length
     report = check_source(args.source, tokenizer=tokenizer, max_length=max_length, variant=variant,
                           variant_shape=variant_shape, split=split)
+    if args.limit is not None and (not args.model or args.limit <= 0):
+        raise DataError("--limit: the number of prompts for --model's off-policy diagnostic (a positive number)")
+    if args.model and report.usable:
+        from pathlib import Path
+
+        from evals.offpolicy_gap import DEFAULT_PROMPTS, offpolicy_gap_for_model
+
+        cache = Path(args.cache_dir) if args.cache_dir else config.resolved_cache_dir if args.config else Path("runs/cache")
+        report.offpolicy = offpolicy_gap_for_model(args.model, report.usable, cache_dir=cache,
+                                                   n_prompts=args.limit or DEFAULT_PROMPTS)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1, default=str))
     else:
@@ -607,6 +622,13 @@ def print_report(report: DataCheckReport, console=None) -> None:
             f"{t['equal_after_truncation']}; mean prompt {t['mean_prompt_tokens']} tokens"))
     else:
         summary.add_row("tokens", "not checked (give --config for the model's tokenizer and max_length)")
+    if report.offpolicy:
+        o = report.offpolicy
+        summary.add_row("off-policy", escape(
+            f"log-prob per token: chosen {o['data/chosen_logp_per_token']:.3g}, rejected "
+            f"{o['data/rejected_logp_per_token']:.3g}, the model's own samples "
+            f"{o['data/reference_sample_logp_per_token']:.3g}; gap {o['data/offpolicy_gap_nats_per_token']:.3g} "
+            f"nats/token over {int(o['data/offpolicy_prompts'])} prompts (near 0: on-policy)"))
     console.print(summary)
     if report.issues:
         table = Table(title="issues")

@@ -255,6 +255,23 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks)
         return diversity_summary(group_samples([s.text for s in samples], d.samples_per_prompt),
                                  collapse_threshold=d.collapse_threshold)
 
+    def offpolicy() -> dict[str, float]:  # evals.offpolicy_gap: the training pairs vs the reference's own samples
+        from evals.offpolicy_gap import offpolicy_gap
+
+        with policy.disable_adapter():
+            return offpolicy_gap(policy, tok, data.train, model_fingerprint=loaded.fingerprint, cache_dir=cache_dir,
+                                 seed=config.seed)
+
+    judge_info: dict[str, str] = {}
+
+    def judge_calibration() -> dict[str, float]:  # evals.judge_calibration: the judge against human labels
+        from evals.judge_calibration import calibration_tags, cell_judge_calibration
+
+        found, info = cell_judge_calibration(tracker, e.judge, cache_dir)
+        judge_info.update(info)
+        tracker.set_tags(calibration_tags(info))
+        return found  # {} when uncalibrated: a gate rule on judge/* then fails closed, saying how to calibrate
+
     run_eval("winrate", winrate)
     run_eval("kl", kl)
     if e.diversity.n_prompts > 0:
@@ -262,6 +279,8 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks)
     run_eval("length", length)
     run_eval("chosen_logp", chosen_logp)
     run_eval("domain", domain)
+    run_eval("data", offpolicy)
+    run_eval("judge", judge_calibration)
     tracker.log_metrics(metrics)
 
     _stage("gate")
@@ -296,7 +315,7 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks)
         "metric_specs": {k: {"higher_is_better": s.higher_is_better, "unit": s.unit, "description": s.description}
                          for k, s in specs.items()},
         "checks": decision.to_dict()["checks"], "training": {"history": trained.history, "seconds": trained.seconds},
-        "samples": samples, "data": data.stats(), "errors": errors,
+        "samples": samples, "data": data.stats(), "errors": errors, "judge_calibration": judge_info,
     }
     _write_generations(cell_dir / "generations.jsonl", samples)
     tracker.log_artifact(cell_dir / "generations.jsonl")

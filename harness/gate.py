@@ -64,8 +64,9 @@ def check_rule(rule: GateRule, summary: Mapping[str, float], baselines: Mapping[
         return CheckResult(**base, passed=False, reason=f"eval '{_eval_of(rule.metric)}' failed: {errors[_eval_of(rule.metric)]}")
     key = rule.metric if rule.statistic == "point" else f"{rule.metric}_{rule.statistic}"
     value = summary.get(key)
-    if value is None:
-        return CheckResult(**base, passed=False, reason=f"metric {key!r} is missing")
+    if value is None:  # the declaration may say what absence means (e.g. an uncalibrated judge) and how to fix it
+        why = f": {spec.missing_reason}" if spec.missing_reason else ""
+        return CheckResult(**base, passed=False, reason=f"metric {key!r} is missing{why}")
     if not _finite(value):
         return CheckResult(**base, value=value, passed=False, reason=f"{key} is {value} (not a finite number)")
     problems, bound, baseline = [], None, None

@@ -171,9 +171,10 @@ def read_rows(source: str, split: str = "train", on_error=None) -> list[tuple[st
     path = Path(source)
     if not path.exists():
         raise DataError(f"{source}: no such file or folder")
-    files = sorted(p for p in path.rglob("*") if p.suffix in (".jsonl", ".json", ".parquet")) if path.is_dir() else [path]
+    files = sorted(p for p in path.rglob("*") if p.suffix in (".jsonl", ".json", ".parquet")
+                   or p.name.endswith(".jsonl.gz")) if path.is_dir() else [path]
     if not files:
-        raise DataError(f"{source}: no .jsonl, .json or .parquet files in the folder")
+        raise DataError(f"{source}: no .jsonl, .jsonl.gz, .json or .parquet files in the folder")
     rows: list[tuple[str, int, dict]] = []
     for f in files:
         if f.suffix == ".parquet":
@@ -186,7 +187,7 @@ def read_rows(source: str, split: str = "train", on_error=None) -> list[tuple[st
             rows += [(str(f), i + 1, _plain(r)) for i, r in enumerate(records)]
             continue
         try:
-            text = f.read_text("utf-8")
+            text = _read_text(f)
         except UnicodeDecodeError as exc:
             raise DataError(f"{f}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         if f.suffix == ".json" and text.lstrip().startswith("["):
@@ -218,6 +219,18 @@ def read_rows(source: str, split: str = "train", on_error=None) -> list[tuple[st
 
 
 _read_rows = read_rows  # the former private name
+
+
+def _read_text(f: Path) -> str:
+    """A text file, or a gzipped one (.gz: public datasets such as HH-RLHF ship .jsonl.gz)."""
+    if f.suffix != ".gz":
+        return f.read_text("utf-8")
+    import gzip
+
+    try:
+        return gzip.decompress(f.read_bytes()).decode("utf-8")
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError; EOFError: truncated
+        raise DataError(f"{f}: not a readable gzip file ({exc})") from None
 
 
 def _message_text(value: Any, file: str, line: int, field_name: str, expect_role: str | None) -> str:

@@ -86,9 +86,17 @@ def load_recorded(tracker, run_id: str, config_override=None) -> RecordedRun:
     run = tracker.client.get_run(run_id)
     all_metrics = dict(run.data.metrics)
     config = config_override or validate_config(tracker.load_json(run_id, "config.json"), source=f"run {run_id} config.json")
+    # data/ counters are not measurements; the off-policy diagnostic (data/*_logp_*, data/offpolicy_*) is
+    metrics = {k: v for k, v in all_metrics.items()
+               if not k.startswith(("train/", "reference/", "data/dropped_", "data/pairs"))}
+    judge_fingerprint = run.data.tags.get("harness.judge_calibration.fingerprint")
+    if judge_fingerprint:  # judge/* describe the judge, not the cell: its newest calibration applies (maybe done since)
+        from evals.judge_calibration import stored_calibration
+
+        stored = stored_calibration(tracker, judge_fingerprint)
+        metrics = {k: v for k, v in metrics.items() if not k.startswith("judge/")} | (stored.metrics if stored else {})
     return RecordedRun(
-        run_id=run_id, cell=run.data.tags.get("harness.cell", "?"), config=config,
-        metrics={k: v for k, v in all_metrics.items() if not k.startswith(("train/", "reference/", "data/"))},
+        run_id=run_id, cell=run.data.tags.get("harness.cell", "?"), config=config, metrics=metrics,
         reference={k.removeprefix("reference/"): v for k, v in all_metrics.items() if k.startswith("reference/")},
         errors=tracker.load_json(run_id, "eval_errors.json"), verdict=run.data.tags.get("harness.verdict"),
     )

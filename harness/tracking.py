@@ -168,3 +168,13 @@ class Tracker:
 
     def iter_runs(self, filter_string: str = "") -> Iterator[Any]:
         yield from self.client.search_runs([self.experiment_id], filter_string=filter_string)
+
+    def latest_finished_run(self, experiment: str, tags: dict[str, str]) -> Any | None:
+        """The newest FINISHED run of `experiment` carrying every tag (values: plain keys, no quotes), or None."""
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            return None
+        where = " and ".join([f"tags.`{k}` = '{v}'" for k, v in tags.items()] + ["attributes.status = 'FINISHED'"])
+        runs = _retry(self.client.search_runs, [found.experiment_id], filter_string=where,
+                      order_by=["attributes.start_time DESC"], max_results=1)
+        return runs[0] if runs else None

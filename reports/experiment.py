@@ -363,6 +363,22 @@ def _finite(v: Any) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
+def _judge_calibration(r: Mapping) -> dict:
+    """The "Judge calibration" box: agreement with human labels (with its interval), position flips,
+    length bias against the humans', or "uncalibrated" when the cell's judge has no stored calibration."""
+    from evals.judge_calibration import CALIBRATE_COMMAND, calibration_summary
+
+    metrics, info = _mapping(r.get("metrics")), _mapping(r.get("judge_calibration"))
+    judge = _mapping(_mapping(r.get("config")).get("eval")).get("judge")
+    name = judge.get("name") if isinstance(judge, Mapping) else judge
+    box = {"judge": fmt(name), "fingerprint": fmt(info.get("judge_key")), "run_id": fmt(info.get("run_id")),
+           "labels": fmt(info.get("labels")), "command": CALIBRATE_COMMAND}
+    if _finite(metrics.get("judge/agreement_pct")) is None:
+        return box | {"calibrated": False, "cls": "warn", "rows": []}
+    rows = calibration_summary({k: v for k, v in metrics.items() if _finite(v) is not None})
+    return box | {"calibrated": True, "cls": "", "rows": rows}
+
+
 # --------------------------------------------------------------------------- plots
 
 
@@ -544,6 +560,7 @@ def build_context(result: Any) -> dict:
         "verdict_class": verdict_class,
         "why": _why(checks, errors),
         "key_numbers": key_numbers(r),
+        "judge_calibration": _judge_calibration(r),
         "checks": checks,
         "n_failed": n_failed,
         "n_passed": sum(c["passed"] is True for c in checks),

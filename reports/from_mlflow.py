@@ -27,7 +27,8 @@ from typing import Any
 
 __all__ = ["load_cell_result", "load_sweep_result", "is_sweep_run", "render_from_mlflow", "safe_name"]
 
-_NOT_EVAL_METRICS = ("train/", "reference/", "data/")
+# data/ counters are shown in the Data section; data/*logp* (the off-policy diagnostic) are measurements
+_NOT_EVAL_METRICS = ("train/", "reference/", "data/dropped_", "data/pairs")
 _DECISIONS = ("gate_decision_regated.json", "gate_decision.json")  # the latest decision first
 _RUN_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 
@@ -191,7 +192,14 @@ def load_cell_result(tracker, run_id: str) -> dict:
         "samples": _jsonl(_artifact_text(tracker, run_id, "generations.jsonl", names)),
         "data": data,
         "errors": errors,
+        "judge_calibration": _judge_calibration_info(tags),
     }
+
+
+def _judge_calibration_info(tags: dict) -> dict:
+    from evals.judge_calibration import calibration_info_from_tags
+
+    return calibration_info_from_tags(tags)
 
 
 # --------------------------------------------------------------------------- sweeps

