@@ -10,7 +10,7 @@ import importlib
 from evals.metrics import METRICS, MetricSpec
 
 EVAL_MODULES = ("evals.pairwise", "evals.kl", "evals.length", "evals.chosen_drop", "evals.domain", "evals.diversity",
-                "evals.ifeval_offline", "evals.judge_calibration", "evals.offpolicy_gap")
+                "evals.ifeval_offline", "evals.vs_start", "evals.judge_calibration", "evals.offpolicy_gap")
 
 
 def _load() -> None:

@@ -90,6 +90,22 @@ def _print_summary(result) -> None:
     console.print(f"verdict: [bold {color}]{result.verdict}[/]   run_id: {result.run_id}")
     if result.champion_version:
         console.print(f"registered as version {result.champion_version} and aliased champion")
+    rounds = getattr(result, "rounds", None)  # an iterative experiment: one line per round
+    if rounds:
+        table = Table(title="rounds")
+        for col in ("round", "reference", "pairs", "LC win % vs prev", "LC win % vs start", "KL k3 vs prev",
+                    "KL k3 vs start", "verdict"):
+            table.add_column(col)
+        fmt = lambda v: "—" if v is None else f"{v:.3g}"  # noqa: E731
+        for r in rounds:
+            m = r.result.metrics
+            ref = "start" if r.reference["round"] == 0 else f"round {r.reference['round']}"
+            color = "green" if r.result.verdict == "PROMOTE" else "red"
+            table.add_row(str(r.index), ref, str(r.data.get("pairs", "—")), fmt(m.get("winrate/lc_win_rate_pct")),
+                          fmt(m.get("winrate_vs_start/lc_win_rate_pct")), fmt(m.get("kl/seq_kl_k3")),
+                          fmt(m.get("kl_vs_start/seq_kl_k3")), f"[{color}]{r.result.verdict}[/]")
+        console.print(table)
+        console.print(f"champion: round {result.promoted_round}" if result.promoted_round else "no round promoted")
     console.print(f"report: {result.report}")
 
 

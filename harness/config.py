@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -28,6 +29,18 @@ class ModelConfig(_Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
 
+class FeedbackConfig(_Strict):
+    """Production thumbs feedback (prompt, response, up/down, timestamp, model_version): which rows count."""
+
+    max_age_days: float | None = Field(None, gt=0, description="keep rows at most this old (needs a timestamp per row)")
+    model_versions: list[str] | None = Field(None, min_length=1,
+                                             description="keep rows served by these model versions only")
+    now: datetime | None = Field(None, description="the time ages are measured from; default: when the run starts. "
+                                                   "Fix it for reproducible runs")
+    as_pairs: bool | None = Field(None, description="build chosen/rejected pairs from prompts with both an up and a "
+                                                    "down answer; default: pairs for paired variants, KTO rows for KTO")
+
+
 class DataConfig(_Strict):
     source: str = Field("builtin:verifiable", description="builtin:verifiable, a JSONL/Parquet file or folder, or hf:NAME")
     split: str = "train"
@@ -39,6 +52,7 @@ class DataConfig(_Strict):
     sample_temperature: float = Field(0.8, gt=0)
     max_new_tokens: int = Field(64, gt=0)
     eval_fraction: float = Field(0.15, ge=0, lt=1, description="share of pairs held out for the chosen-log-prob eval")
+    feedback: FeedbackConfig | None = Field(None, description="treat the source as production thumbs feedback")
 
 
 class LoraConfig(_Strict):
@@ -136,6 +150,20 @@ class EvalConfig(_Strict):
         return self
 
 
+class IterationConfig(_Strict):
+    """Iterative on-policy DPO (Llama 3, Tulu 3): round 1 trains on `data`; round k >= 2 samples
+    data.samples_per_prompt answers per pool prompt from round k-1's policy, ranks them with
+    eval.judge, pairs best vs worst, and trains with round k-1's checkpoint as the reference."""
+
+    prompt_pool: str = Field("builtin:verifiable", description="prompts sampled in rounds >= 2: builtin:verifiable, "
+                                                               "or a JSONL/Parquet file with a `prompt` field")
+    fresh_prompts: bool = Field(True, description="each round draws new prompts from the pool (a static set goes "
+                                                  "stale as the policy learns it)")
+    gate_vs_start: bool = Field(True, description="rounds >= 2 are also gated against the starting model: win-rate "
+                                                  "and KL rules apply to the *_vs_start metrics, regression rules "
+                                                  "to the start's values")
+
+
 class GateRule(_Strict):
     """One rule. Direction comes from the metric's declaration, never from the rule."""
 
@@ -147,7 +175,9 @@ class GateRule(_Strict):
     # allowed change vs a baseline, measured in the metric's own direction ("may get worse by at most")
     max_regression: float | None = Field(None, ge=0)
     relative: bool = Field(False, description="max_regression is a fraction of the baseline, not an absolute amount")
-    against: Literal["reference", "champion"] = "reference"
+    # reference: the model this cell was trained against (the previous round when iterating);
+    # start: the model the experiment started from; champion: the registry's alias
+    against: Literal["reference", "champion", "start"] = "reference"
     statistic: Literal["point", "ci_low", "ci_high"] = "point"
     # noise-aware regression: a drop beyond max_regression fails only when the paired test
     # (`<metric>_delta_pvalue`, e.g. McNemar on per-item accuracy) is significant at this level
@@ -197,6 +227,8 @@ class ExperimentConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    iterations: int = Field(1, ge=1, le=20, description="rounds of on-policy sampling + training; 1 is a single pass")
+    iteration: IterationConfig = Field(default_factory=IterationConfig)
 
     @field_validator("beta")
     @classmethod
@@ -204,6 +236,15 @@ class ExperimentConfig(_Strict):
         if v is not None and v <= 0:
             raise ValueError("beta must be > 0")
         return v
+
+    @model_validator(mode="after")
+    def _iterations_are_on_policy(self) -> "ExperimentConfig":
+        if self.iterations > 1:
+            judge = self.eval.judge.name
+            if judge == "rule" and self.iteration.prompt_pool != "builtin:verifiable":
+                raise ValueError("iteration.prompt_pool: the rule judge can only rank answers to builtin:verifiable "
+                                 "prompts; use an llm or reward_model judge for a prompt file")
+        return self
 
     @property
     def resolved_cache_dir(self) -> Path:
@@ -215,6 +256,11 @@ class ExperimentConfig(_Strict):
         Paths, gate rules and registry names do not change the checkpoint, so they stay out.
         """
         payload = self.model_dump(mode="json", exclude={"output_dir", "cache_dir", "gate", "registry", "name"})
+        # settings added later stay out while at their defaults, so existing cells keep their keys
+        if self.iterations == 1:
+            payload.pop("iterations"), payload.pop("iteration")
+        if payload["data"]["feedback"] is None:
+            payload["data"].pop("feedback")
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.variant}-b{self.beta:g}-s{self.seed}-{digest}"
 

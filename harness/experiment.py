@@ -5,6 +5,7 @@ gate (fail-closed). A crash outside the evals ends the MLflow run as FAILED, nev
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ from rich.console import Console
 from harness.atomic_io import read_json, write_json_atomic
 from harness.config import ExperimentConfig
 from harness.errors import HarnessInputError
-from harness.gate import GateDecision, effective_rules, gate
+from harness.gate import GateDecision, effective_rules, gate, rules_vs_start
 from harness.promotion import decide_and_promote
 
 console = Console(stderr=True)
@@ -35,6 +36,9 @@ class ExperimentResult:
     report: str
     errors: dict[str, str] = field(default_factory=dict)
     champion_version: str | None = None
+    policy_fingerprint: str = ""
+    adapter_dir: Path | None = None
+    policy: Any = field(default=None, repr=False)  # the trained PEFT model (iterative rounds merge it)
 
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "cell": self.cell, "verdict": self.verdict, "metrics": self.metrics,
@@ -79,39 +83,58 @@ def reference_baseline(metrics: dict[str, float], reference_domain: dict[str, fl
 def run_experiment(config: ExperimentConfig, *, config_path: str = "", hooks: dict[str, Callable] | None = None,
                    extra_tags: dict[str, str] | None = None) -> ExperimentResult:
     """`hooks` lets tests inject faults through the public path: {"eval:kl": fn(metrics) -> metrics}
-    may raise or return corrupted metrics; {"gate": fn(decision) -> decision}."""
+    may raise or return corrupted metrics; {"gate": fn(decision) -> decision}. With `iterations > 1`
+    the experiment is a chain of rounds (harness.iterative) and the result an IterativeResult."""
     from harness.models import load_model
     from harness.preference_data import load_preference_data
-    from harness.tracking import Tracker, flatten
+    from harness.tracking import Tracker
 
+    if config.iterations > 1:
+        from harness.iterative import run_iterative
+
+        return run_iterative(config, config_path=config_path, hooks=hooks, extra_tags=extra_tags)
     hooks = hooks or {}
     check_output_dir(config.output_dir)
     cell = config.cell_key()
-    cell_dir = config.output_dir / "cells" / cell
-    cache_dir = config.resolved_cache_dir
     random.seed(config.seed)
 
     _stage(f"loading {config.model.name}")
-    loaded = load_model(config.model.name, cache_dir, trust_remote_code=config.model.trust_remote_code,
+    loaded = load_model(config.model.name, config.resolved_cache_dir, trust_remote_code=config.model.trust_remote_code,
                         allow_pickle_weights=config.model.allow_pickle_weights, dtype=config.model.dtype)
-    model, tok = loaded.model, loaded.tokenizer
 
     _stage("preference data")
-    data = load_preference_data(config, model, tok, loaded.fingerprint)
+    data = load_preference_data(config, loaded.model, loaded.tokenizer, loaded.fingerprint)
     console.print(f"  {len(data.train)} training pairs, {len(data.heldout)} held out, dropped {dict(data.dropped) or 'none'}")
 
     tracker = Tracker(config.output_dir, config.name, tracking_uri=config.registry.tracking_uri)
-    run_id = tracker.start_run(cell, tags={"harness.cell": cell, "harness.variant": config.variant,
-                                           "harness.status": "running", "harness.config_path": config_path,
-                                           **(extra_tags or {})})
-    status = "FAILED"
-    try:
+    tags = {"harness.cell": cell, "harness.variant": config.variant, "harness.config_path": config_path,
+            **(extra_tags or {})}
+    return recorded_cell_run(tracker, config, loaded, data, cell, tags, hooks)
+
+
+def recorded_cell_run(tracker, config: ExperimentConfig, loaded, data, cell: str, tags: dict[str, str],
+                      hooks: dict[str, Callable], **round_context) -> ExperimentResult:
+    """One MLflow run around train -> evaluate -> decide. A crash ends the run FAILED with the error in
+    its tags, never FINISHED."""
+    from harness.tracking import flatten
+
+    tracker.start_run(cell, tags={**tags, "harness.status": "running"})
+    with ended_as_finished_or_failed(tracker):
         tracker.log_params(flatten(config.model_dump(mode="json")))
         tracker.log_params({f"data.stats.{k}": v for k, v in flatten(data.stats()).items()})
         tracker.log_metrics({f"data/dropped_{k}": v for k, v in data.dropped.items()} | {"data/pairs": len(data.train)})
-        result = _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks)
+        return _train_evaluate_decide(config, loaded, data, tracker, cell, config.output_dir / "cells" / cell, hooks,
+                                      **round_context)
+
+
+@contextlib.contextmanager
+def ended_as_finished_or_failed(tracker):
+    """The tracker's current run ends FINISHED when the block completes, FAILED (the error in its
+    tags, verdict BLOCK) when it raises - a crash is never recorded as a pass."""
+    status = "FAILED"
+    try:
+        yield
         status = "FINISHED"
-        return result
     except BaseException as exc:
         tracker.set_tags({"harness.status": "failed", "harness.verdict": "BLOCK",
                           "harness.error": f"{type(exc).__name__}: {exc}"[:1000]})
@@ -120,7 +143,12 @@ def run_experiment(config: ExperimentConfig, *, config_path: str = "", hooks: di
         tracker.end_run(status)
 
 
-def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks) -> ExperimentResult:
+def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks, *, start=None,
+                           lineage: tuple[Path, ...] = ()) -> ExperimentResult:
+    """`loaded` is what this cell trains on and is measured against (TRL's reference: the base with
+    adapters disabled). In iterative rounds >= 2 that is round k-1's merged checkpoint, `start` is
+    the model the experiment started from (also measured against), and `lineage` holds the earlier
+    rounds' adapters, which the registered checkpoint needs to be rebuilt on the start model."""
     from evals.catalog import known_metrics
     from evals.generation import DecodingSettings, generate
     from harness.training import train_cell
@@ -152,6 +180,7 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks)
     errors: dict[str, str] = {}
     verdicts: list[float] = []
     reference_domain: dict[str, float] = {}
+    start_domain: dict[str, float] = {}
 
     def run_eval(name: str, fn: Callable[[], dict[str, float]]) -> None:
         _stage(f"eval: {name}")
@@ -166,19 +195,21 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks)
             (cell_dir / "errors").mkdir(parents=True, exist_ok=True)
             (cell_dir / "errors" / f"{name}.txt").write_text(traceback.format_exc())
 
-    def winrate() -> dict[str, float]:
+    def winrate_against(baseline_out) -> tuple[dict[str, float], list[float]]:
         from evals.judges import JudgeItem
         from evals.pairwise import winrate_eval
 
-        items = [JudgeItem(p.text, r.text, o.text, p) for p, r, o in zip(eval_prompts, reference_out, policy_out)]
-        summary, v = winrate_eval(items, e.judge, n_bootstrap=e.n_bootstrap, seed=config.seed,
-                                  cache_dir=cache_dir, verbosity_gap_pct=e.verbosity_gap_pct)
+        items = [JudgeItem(p.text, r.text, o.text, p) for p, r, o in zip(eval_prompts, baseline_out, policy_out)]
+        return winrate_eval(items, e.judge, n_bootstrap=e.n_bootstrap, seed=config.seed,
+                            cache_dir=cache_dir, verbosity_gap_pct=e.verbosity_gap_pct)
+
+    def winrate() -> dict[str, float]:
+        summary, v = winrate_against(reference_out)
         verdicts.extend(v)
         return summary
 
-    def kl() -> dict[str, float]:
+    def kl_samples():
         from evals.generation import batch_completion_logprobs
-        from evals.kl import kl_from_logprobs
 
         settings = DecodingSettings(max_new_tokens=e.kl.max_new_tokens, temperature=1.0, top_p=1.0, top_k=0,
                                     seed=config.seed + 1)
@@ -186,10 +217,33 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks)
         samples = generate(policy, tok, kl_prompts, settings, model_fingerprint=policy_fp, cache_dir=cache_dir,
                            batch_size=e.batch_size, label="KL samples")
         ids = [s.token_ids for s in samples]
-        lp_policy = batch_completion_logprobs(policy, tok, kl_prompts, ids, e.batch_size)
+        return kl_prompts, ids, batch_completion_logprobs(policy, tok, kl_prompts, ids, e.batch_size)
+
+    def kl() -> dict[str, float]:
+        from evals.generation import batch_completion_logprobs
+        from evals.kl import kl_from_logprobs
+
+        kl_prompts, ids, lp_policy = kl_samples()
         with policy.disable_adapter():
             lp_ref = batch_completion_logprobs(policy, tok, kl_prompts, ids, e.batch_size)
         return kl_from_logprobs(lp_policy, lp_ref).summary()
+
+    # iterative rounds >= 2: the same measurements against the model the experiment started from
+    def winrate_vs_start() -> dict[str, float]:
+        from evals.vs_start import against_start
+
+        start_out = generate(start.model, tok, prompt_texts, greedy, model_fingerprint=start.fingerprint,
+                             cache_dir=cache_dir, batch_size=e.batch_size, label="starting model")
+        return against_start(winrate_against(start_out)[0])
+
+    def kl_vs_start() -> dict[str, float]:  # the same policy samples, scored by the starting model
+        from evals.generation import batch_completion_logprobs
+        from evals.kl import kl_from_logprobs
+        from evals.vs_start import against_start
+
+        kl_prompts, ids, lp_policy = kl_samples()
+        lp_start = batch_completion_logprobs(start.model, tok, kl_prompts, ids, e.batch_size)
+        return against_start(kl_from_logprobs(lp_policy, lp_start).summary())
 
     def length() -> dict[str, float]:
         from evals.length import length_summary
@@ -220,22 +274,37 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks)
             include.append(prepare_ifeval_task(dcache, e.ifeval.data_file, max_gen_toks=e.ifeval.max_gen_toks))
         pol = run_domain_evals(policy, tok, e.domain_tasks, cache_dir=dcache, limit=e.domain_limit, seed=config.seed,
                                include_paths=include)
-        # the reference's results depend only on the base model and the task settings: shared by every cell
-        ref_key = hashlib.sha256(json.dumps([loaded.fingerprint, e.domain_tasks, e.domain_limit, config.seed,
+        def baseline_results(fingerprint: str, measure) -> dict:
+            # a base model's results depend only on its weights and the task settings: shared by every cell
+            key = hashlib.sha256(json.dumps([fingerprint, e.domain_tasks, e.domain_limit, config.seed,
                                              e.model_dump(mode="json").get("ifeval")], sort_keys=True)
                                  .encode()).hexdigest()[:24]
-        ref_cache = cache_dir / "reference_domain" / f"{ref_key}.json"
-        ref = read_json(ref_cache)
-        if ref is None:
+            path = cache_dir / "reference_domain" / f"{key}.json"
+            cached = read_json(path)
+            if cached is None:
+                measured = measure()
+                cached = {"summary": measured.summary, "per_item": measured.per_item}
+                write_json_atomic(path, cached)
+            if include:
+                from evals.ifeval_offline import add_acc_alias
+
+                cached["summary"] = add_acc_alias(cached["summary"])
+            return cached
+
+        def measure_reference():
             with policy.disable_adapter():
-                measured = run_domain_evals(policy, tok, e.domain_tasks, cache_dir=dcache, limit=e.domain_limit,
-                                            seed=config.seed, include_paths=include)
-            ref = {"summary": measured.summary, "per_item": measured.per_item}
-            write_json_atomic(ref_cache, ref)
+                return run_domain_evals(policy, tok, e.domain_tasks, cache_dir=dcache, limit=e.domain_limit,
+                                        seed=config.seed, include_paths=include)
+
+        ref = baseline_results(loaded.fingerprint, measure_reference)
+        if start is not None:
+            start_domain.update(baseline_results(start.fingerprint, lambda: run_domain_evals(
+                start.model, tok, e.domain_tasks, cache_dir=dcache, limit=e.domain_limit, seed=config.seed,
+                include_paths=include))["summary"])
         if include:
             from evals.ifeval_offline import add_acc_alias
 
-            pol.summary, ref["summary"] = add_acc_alias(pol.summary), add_acc_alias(ref["summary"])
+            pol.summary = add_acc_alias(pol.summary)
         out = dict(pol.summary)
         reference_domain.update(ref["summary"])
         for task, items in pol.per_item.items():
@@ -274,6 +343,9 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks)
 
     run_eval("winrate", winrate)
     run_eval("kl", kl)
+    if start is not None:
+        run_eval("winrate_vs_start", winrate_vs_start)
+        run_eval("kl_vs_start", kl_vs_start)
     if e.diversity.n_prompts > 0:
         run_eval("diversity", diversity)
     run_eval("length", length)
@@ -286,17 +358,31 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks)
     _stage("gate")
     specs = known_metrics()
     reference = reference_baseline(metrics, reference_domain)
+    # round 1 (and every single pass) starts from its reference, so the two baselines coincide
+    start_baseline = reference if start is None else reference_baseline(metrics, start_domain)
     tracker.log_metrics({f"reference/{k}": v for k, v in reference.items()})
+    if start is not None:
+        tracker.log_metrics({f"start/{k}": v for k, v in start_baseline.items()})
     tracker.log_json(redacted_config(config), "config.json")
     tracker.log_json(errors, "eval_errors.json")
     rules = effective_rules(config.gate, e.domain_tasks)
+    if start is not None and config.iteration.gate_vs_start:
+        rules += rules_vs_start(rules)
     # the registered checkpoint carries its config next to the adapter and tokenizer
     (trained.adapter_dir / "harness_config.json").write_text(json.dumps(redacted_config(config), indent=1))
     tracker.log_artifact(trained.adapter_dir, "checkpoint")
+    if lineage:  # a later round's adapter sits on the earlier rounds' merged weights: ship them along
+        from harness.models import write_adapter_stack
+
+        write_adapter_stack(trained.adapter_dir, config.model.name, lineage)
+        for i, earlier in enumerate(lineage, start=1):
+            tracker.log_artifact(earlier, f"checkpoint/base_adapters/round-{i}")
+        tracker.log_artifact(trained.adapter_dir / "adapter_stack.json", "checkpoint")
 
     def decide(champion_metrics: dict | None) -> GateDecision:
-        decision = gate(metrics, {"reference": reference, "champion": champion_metrics}, rules, specs=specs,
-                        errors=errors, allow_promote_without_rules=config.gate.allow_promote_without_rules)
+        decision = gate(metrics, {"reference": reference, "start": start_baseline, "champion": champion_metrics},
+                        rules, specs=specs, errors=errors,
+                        allow_promote_without_rules=config.gate.allow_promote_without_rules)
         return hooks["gate"](decision) if "gate" in hooks else decision
 
     outcome = decide_and_promote(tracker, config.registry, decide, cell=cell)
@@ -331,7 +417,8 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks)
         tracker.set_tags({"harness.report_error": f"{type(exc).__name__}: {exc}"[:1000]})
         console.print(f"  [red]report failed:[/] {type(exc).__name__}: {exc}")
     return ExperimentResult(run_id=tracker.run_id, cell=cell, verdict=decision.verdict, metrics=metrics,
-                            decision=decision, report=report, errors=errors, champion_version=version)
+                            decision=decision, report=report, errors=errors, champion_version=version,
+                            policy_fingerprint=policy_fp, adapter_dir=trained.adapter_dir, policy=policy)
 
 
 def redacted_config(config: ExperimentConfig) -> dict:

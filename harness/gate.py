@@ -150,3 +150,20 @@ def effective_rules(gate_config, domain_tasks: list[str] | None = None) -> list[
         return list(gate_config.rules)
     mine = {r.label for r in gate_config.rules}
     return [r for r in default_rules(domain_tasks) if r.label not in mine] + list(gate_config.rules)
+
+
+def rules_vs_start(rules: list[GateRule]) -> list[GateRule]:
+    """The same promises, kept against the model the iterations started from: a win-rate or KL bound
+    applies to the `*_vs_start` measurement, an allowed regression to the start's value. Without
+    these, small per-round drifts that each pass could add up to a model worse than the start."""
+    from evals.vs_start import VS_START  # winrate -> winrate_vs_start, kl -> kl_vs_start
+
+    out = []
+    for rule in rules:
+        evaluation, metric = rule.metric.split("/", 1)
+        name = f"{rule.label}_vs_start"
+        if evaluation in VS_START and rule.max_regression is None:
+            out.append(rule.model_copy(update={"metric": f"{VS_START[evaluation]}/{metric}", "name": name}))
+        elif rule.max_regression is not None and rule.against == "reference":
+            out.append(rule.model_copy(update={"against": "start", "name": name}))
+    return out

@@ -200,3 +200,34 @@ def load_model(
 
 def describe(loaded: LoadedModel) -> str:
     return json.dumps({"name": loaded.name, "fingerprint": loaded.fingerprint})
+
+
+ADAPTER_STACK = "adapter_stack.json"
+
+
+def write_adapter_stack(adapter_dir: Path, base_model: str, earlier: tuple[Path, ...] | list[Path]) -> None:
+    """A later iterative round's adapter was trained on the earlier rounds' merged weights. The
+    checkpoint names them (shipped under base_adapters/round-i) so it can be rebuilt on the base."""
+    stack = {"base_model": base_model,
+             "merge_in_order": [f"base_adapters/round-{i}" for i in range(1, len(earlier) + 1)],
+             "then_apply": "."}
+    (Path(adapter_dir) / ADAPTER_STACK).write_text(json.dumps(stack, indent=1))
+
+
+def load_checkpoint(checkpoint_dir: Path, base_model: torch.nn.Module):
+    """A registered checkpoint on its base model: earlier rounds' adapters merged in order (if it has
+    an adapter stack), then its own adapter applied. Safetensors only."""
+    from peft import PeftModel
+
+    def adapter(folder: Path) -> str:
+        if not (folder / "adapter_model.safetensors").exists():  # PEFT would fall back to a pickle .bin
+            raise ModelLoadError(f"{folder}: no adapter_model.safetensors (pickle adapters are refused)")
+        return str(folder)
+
+    checkpoint_dir = Path(checkpoint_dir)
+    stack_file = checkpoint_dir / ADAPTER_STACK
+    model = base_model
+    if stack_file.exists():
+        for relative in json.loads(stack_file.read_text())["merge_in_order"]:
+            model = PeftModel.from_pretrained(model, adapter(checkpoint_dir / relative)).merge_and_unload()
+    return PeftModel.from_pretrained(model, adapter(checkpoint_dir))

@@ -79,12 +79,16 @@ def _finish(pairs: list[dict], dropped: Counter, config: ExperimentConfig, sourc
 # ------------------------------------------------------------------ built-in data
 
 
-def build_builtin(config: ExperimentConfig, base_model=None, tokenizer=None, model_fingerprint: str = "") -> PreferenceData:
+def build_builtin(config: ExperimentConfig, base_model=None, tokenizer=None, model_fingerprint: str = "",
+                  *, prompt_seed: int | None = None) -> PreferenceData:
     """Verifiable-instruction prompts answered by templates or sampled on-policy; best vs worst by verifier score."""
     d = config.data
-    prompts = make_prompts(d.n_prompts, config.seed, split="train")
-    key = hashlib.sha256(json.dumps([d.model_dump(mode="json"), config.seed, model_fingerprint], sort_keys=True)
-                         .encode()).hexdigest()[:24]
+    prompt_seed = config.seed if prompt_seed is None else prompt_seed
+    prompts = make_prompts(d.n_prompts, prompt_seed, split="train")
+    identity = [d.model_dump(mode="json", exclude={"feedback"}), config.seed, model_fingerprint]
+    if prompt_seed != config.seed:  # (kept out otherwise: existing caches keep their keys)
+        identity.append(prompt_seed)
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
     cache = config.resolved_cache_dir / "data" / f"builtin-{key}.json"
     cached = read_json(cache)
     if cached is None:
@@ -124,6 +128,87 @@ def pairs_from_candidates(prompts: list[VerifiablePrompt], candidates: list[list
         else:
             pairs.append({"prompt": prompt.text, "chosen": best[2], "rejected": worst[2]})
     return _finish(pairs, dropped, config, source, tokenizer)
+
+
+# ------------------------------------------------------------------ iterative rounds
+
+
+def build_round(config: ExperimentConfig, model, tokenizer, model_fingerprint: str, round_index: int) -> PreferenceData:
+    """Round k >= 2 of iterative training: data.samples_per_prompt answers per pool prompt sampled from
+    round k-1's policy (`model`), ranked by eval.judge, best vs worst. Fresh prompts each round unless
+    iteration.fresh_prompts is off."""
+    it = config.iteration
+    prompt_seed = config.seed + 1000 * (round_index - 1) if it.fresh_prompts else config.seed
+    on_policy = config.data.model_copy(update={"source": "builtin:verifiable", "responder": "policy", "feedback": None})
+    round_config = config.model_copy(update={"data": on_policy})
+    judge = config.eval.judge
+    if it.prompt_pool == "builtin:verifiable" and judge.name == "rule":
+        # the rule judge's verdicts come from these verifiers: rank by their scores directly
+        data = build_builtin(round_config, model, tokenizer, model_fingerprint, prompt_seed=prompt_seed)
+        data.source = f"round {round_index}: builtin:verifiable sampled from round {round_index - 1}, ranked by the rule judge"
+        return data
+    if it.prompt_pool == "builtin:verifiable":
+        prompts = [(p.text, p) for p in make_prompts(on_policy.n_prompts, prompt_seed, split="train")]
+    else:
+        prompts = _pool_prompts(it.prompt_pool, on_policy.n_prompts, prompt_seed)
+    from evals.generation import DecodingSettings, generate
+
+    settings = DecodingSettings(max_new_tokens=on_policy.max_new_tokens, temperature=on_policy.sample_temperature,
+                                seed=config.seed, n_samples=on_policy.samples_per_prompt)
+    outs = generate(model, tokenizer, [text for text, _ in prompts], settings, model_fingerprint=model_fingerprint,
+                    cache_dir=config.resolved_cache_dir, batch_size=config.eval.batch_size,
+                    label=f"round {round_index}: sampling on-policy answers")
+    k = on_policy.samples_per_prompt
+    candidates = [[o.text for o in outs[i * k : (i + 1) * k]] for i in range(len(prompts))]
+    pairs, dropped = rank_by_judge(prompts, candidates, judge, cache_dir=config.resolved_cache_dir)
+    return _finish(pairs, dropped, round_config, f"round {round_index}: {it.prompt_pool} judged by {judge.name}",
+                   tokenizer)
+
+
+def rank_by_judge(prompts: list[tuple[str, VerifiablePrompt | None]], candidates: list[list[str]], judge_spec,
+                  cache_dir: Path | None = None) -> tuple[list[dict], Counter]:
+    """Best vs worst among each prompt's answers by a round robin of pairwise verdicts (both orders,
+    so the judge's position bias cancels); equal scores are a tie, dropped and counted."""
+    from evals.judges import JudgeItem, build_judge, position_swap
+
+    items, owners = [], []
+    for p, ((text, verifier), answers) in enumerate(zip(prompts, candidates)):
+        for i in range(len(answers)):
+            for j in range(i + 1, len(answers)):
+                items.append(JudgeItem(text, answers[i], answers[j], verifier))
+                owners.append((p, i, j))
+    verdicts = position_swap(build_judge(judge_spec, cache_dir=cache_dir), items).verdicts if items else []
+    wins = [[0.0] * len(a) for a in candidates]
+    for (p, i, j), v in zip(owners, verdicts):  # preference 1: first (i) wins, 2: second (j), 1.5: tie
+        wins[p][i] += 2.0 - v
+        wins[p][j] += v - 1.0
+    pairs, dropped = [], Counter()
+    for (text, _), answers, score in zip(prompts, candidates, wins):
+        best = max(range(len(answers)), key=lambda i: (score[i], -i))
+        worst = min(range(len(answers)), key=lambda i: (score[i], i))
+        if score[best] == score[worst]:
+            dropped["tie"] += 1
+        elif answers[best].strip() == answers[worst].strip():
+            dropped["chosen_equals_rejected"] += 1
+        elif not answers[best].strip() or not answers[worst].strip():
+            dropped["empty_answer"] += 1
+        else:
+            pairs.append({"prompt": text, "chosen": answers[best], "rejected": answers[worst]})
+    return pairs, dropped
+
+
+def _pool_prompts(source: str, n: int, seed: int) -> list[tuple[str, None]]:
+    texts = []
+    for file, line, row in read_rows(source):
+        if "prompt" not in row:
+            raise RowError(f"{file}: row {line}: missing field 'prompt' (iteration.prompt_pool rows need one)",
+                           file=file, row=line, field="prompt", code="missing_field")
+        texts.append(_message_text(row["prompt"], file, line, "prompt", "user"))
+    unique = list(dict.fromkeys(t for t in texts if t.strip()))
+    if not unique:
+        raise DataError(f"{source}: the prompt pool has no prompts")
+    rng = random.Random(seed)
+    return [(t, None) for t in rng.sample(unique, min(n, len(unique)))]
 
 
 # ------------------------------------------------------------------ user data
@@ -275,7 +360,7 @@ _DESIRABLE = {"up", "thumbs_up", "thumbsup", "true", "yes", "good", "desirable",
 _UNDESIRABLE = {"down", "thumbs_down", "thumbsdown", "false", "no", "bad", "undesirable", "negative", "0", "\U0001f44e"}
 
 
-def _label(value: Any, file: str, line: int, field_name: str) -> bool:
+def label_value(value: Any, file: str, line: int, field_name: str) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and value in (0, 1):
@@ -341,7 +426,7 @@ def parse_row(file: str, line: int, row: dict) -> ParsedRow:
             style="conversational" if isinstance(completion, list) else "standard", implicit_prompt=False,
             prompt=_message_text(prompt, file, line, "prompt", "user"),
             completion=_message_text(completion, file, line, completion_field, "assistant"),
-            label=_label(row[label_field], file, line, label_field),
+            label=label_value(row[label_field], file, line, label_field),
             completion_field=completion_field, label_field=label_field,
             context_dropped=_context(prompt, "prompt") + _context(completion, completion_field))
     missing = [k for k in ("chosen", "rejected") if k not in row]
@@ -401,13 +486,32 @@ def load_user_pairs(config: ExperimentConfig, tokenizer=None) -> PreferenceData:
     rows = read_rows(source, config.data.split, on_error=errors.append)
     if not rows and not errors:
         raise DataError(f"{source}: the data has no rows")
+    feedback_dropped: Counter = Counter()
+    if config.data.feedback is not None:
+        rows, feedback_dropped = _select_feedback(rows, config, errors)
+        if not rows and not errors:
+            detail = ", ".join(f"{k}: {v}" for k, v in feedback_dropped.items())
+            raise DataError(f"{source}: no feedback rows left after the data.feedback filters ({detail})")
     report = _check(rows, config, tokenizer, source, row_errors=errors)
+    report.dropped.update(feedback_dropped)
     if report.shape == "unpaired":
         return _finish_unpaired(report.usable, report.dropped, config, source, report)
     pairs = [{"prompt": r.prompt, "chosen": r.chosen, "rejected": r.rejected} for r in report.usable]
     data = _finish(pairs, report.dropped, config, source)
     data.check = report
     return data
+
+
+def _select_feedback(rows, config: ExperimentConfig, errors: list) -> tuple[list, Counter]:
+    from harness.feedback import feedback_pairs, select_feedback
+    from harness.variants import VARIANTS
+
+    fb = config.data.feedback
+    selection = select_feedback(rows, fb, on_error=errors.append)
+    as_pairs = fb.as_pairs if fb.as_pairs is not None else VARIANTS.get(config.variant).data_shape == "paired"
+    if as_pairs:
+        selection = feedback_pairs(selection)
+    return selection.rows, selection.dropped
 
 
 def load_preference_data(config: ExperimentConfig, base_model=None, tokenizer=None, model_fingerprint: str = "") -> PreferenceData:

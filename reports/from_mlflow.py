@@ -291,7 +291,13 @@ def render_from_mlflow(tracker, run_id: str, out: Path | None = None, *, log_art
     from reports.sweep import render_sweep_report
 
     base = Path(tracker.output_dir)
-    if is_sweep_run(tracker, run_id):
+    if tracker.client.get_run(run_id).data.tags.get("harness.role") == "iterative":
+        from reports.iterative import render_iterative_from_mlflow
+
+        cell = tracker.client.get_run(run_id).data.tags.get("harness.cell", run_id)
+        path = Path(out) if out else base / "iterative" / safe_name(cell, run_id) / "report.html"
+        render_iterative_from_mlflow(tracker, run_id, path, _children(tracker, run_id))
+    elif is_sweep_run(tracker, run_id):
         sweep = load_sweep_result(tracker, run_id)
         folder = f"{sweep['sweep']}-{sweep['sweep_key']}" if sweep.get("sweep_key") else sweep["sweep"]
         path = Path(out) if out else base / "sweeps" / safe_name(folder, "sweep") / "report.html"

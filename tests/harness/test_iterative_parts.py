@@ -1,0 +1,81 @@
+"""The pieces of iterative training that need no model: ranking by a judge, rules against the start."""
+from harness.config import GateRule
+from harness.gate import rules_vs_start
+from harness.iterative import round_hooks
+from harness.preference_data import rank_by_judge
+
+
+class LongerWins:
+    """A judge that prefers the longer answer, in either order (preference 1: first wins, 2: second)."""
+    name = "longer_wins"
+
+    def judge(self, items):
+        return [1.0 if len(i.output_1) > len(i.output_2) else 2.0 if len(i.output_2) > len(i.output_1) else 1.5
+                for i in items]
+
+
+def test_round_robin_ranks_best_against_worst_and_counts_ties():
+    prompts = [("p1", None), ("p2", None), ("p3", None)]
+    candidates = [["aa", "aaaa", "a"], ["same", "same", "same"], ["bb", "b", "bbb"]]
+    pairs, dropped = rank_by_judge(prompts, candidates, LongerWins())
+    assert pairs == [{"prompt": "p1", "chosen": "aaaa", "rejected": "a"},
+                     {"prompt": "p3", "chosen": "bbb", "rejected": "b"}]
+    assert dropped == {"tie": 1}
+
+
+def test_rules_vs_start_cover_comparisons_and_regressions():
+    rules = [GateRule(name="lc", metric="winrate/lc_win_rate_pct", min=50, strict=True),
+             GateRule(name="kl", metric="kl/seq_kl_k3", max=10),
+             GateRule(name="arith", metric="domain_arith_mc/acc", max_regression=0.05),
+             GateRule(name="len", metric="length/ratio_tokens", max=1.5)]
+    extra = {r.label: r for r in rules_vs_start(rules)}
+    assert set(extra) == {"lc_vs_start", "kl_vs_start", "arith_vs_start"}
+    assert extra["lc_vs_start"].metric == "winrate_vs_start/lc_win_rate_pct" and extra["lc_vs_start"].strict
+    assert extra["kl_vs_start"].metric == "kl_vs_start/seq_kl_k3" and extra["kl_vs_start"].max == 10
+    assert extra["arith_vs_start"].against == "start" and extra["arith_vs_start"].metric == "domain_arith_mc/acc"
+
+
+def test_a_start_regression_blocks_even_when_the_previous_round_was_fine():
+    from evals.catalog import known_metrics
+    from harness.gate import gate
+
+    rules = [GateRule(name="arith", metric="domain_arith_mc/acc", max_regression=0.05)]
+    rules += rules_vs_start(rules)
+    # each round dropped 0.04 (allowed), two rounds dropped 0.08 from the start (not allowed)
+    decision = gate({"domain_arith_mc/acc": 0.52}, {"reference": {"domain_arith_mc/acc": 0.56},
+                                                    "start": {"domain_arith_mc/acc": 0.60}}, rules,
+                    specs=known_metrics())
+    assert decision.verdict == "BLOCK"
+    assert [c.name for c in decision.failed] == ["arith_vs_start"]
+
+
+def test_round_hooks_select_their_round():
+    f, g = object(), object()
+    hooks = {"gate": f, "round2:eval:kl": g}
+    assert round_hooks(hooks, 1) == {"gate": f}
+    assert round_hooks(hooks, 2) == {"gate": f, "eval:kl": g}
+
+
+def _fake_round(index, verdict, lc, first_failure=None):
+    from types import SimpleNamespace
+
+    result = SimpleNamespace(run_id=f"run{index}", verdict=verdict, report="",
+                             metrics={"winrate/lc_win_rate_pct": lc, "kl/seq_kl_k3": 0.1 * index},
+                             decision=SimpleNamespace(first_failure=first_failure))
+    return SimpleNamespace(index=index, result=result, reference={"round": index - 1}, data={"pairs": 10 + index})
+
+
+def test_report_says_why_the_loop_ended_and_escapes_it(tmp_path):
+    from types import SimpleNamespace
+
+    from reports.iterative import render_iterative_report
+
+    config = SimpleNamespace(name="it", iterations=3)
+    early = SimpleNamespace(rounds=[_fake_round(1, "PROMOTE", 55.0)], cell="c", run_id="p", verdict="PROMOTE",
+                            promoted_round=1, stop_reason="round 2 not run: <b>no usable pairs</b> (tie: 48)")
+    html = render_iterative_report(early, config, tmp_path / "a.html").read_text()
+    assert "Ended after 1 of 3 rounds" in html and "&lt;b&gt;no usable pairs" in html and "<b>no usable" not in html
+    blocked = SimpleNamespace(rounds=[_fake_round(1, "PROMOTE", 55.0), _fake_round(2, "BLOCK", 41.0, "lc: 41 < 50")],
+                              cell="c", run_id="p", verdict="BLOCK", promoted_round=1, stop_reason="round 2 blocked")
+    html = render_iterative_report(blocked, config, tmp_path / "b.html").read_text()
+    assert "Stopped at round 2" in html and "lc: 41 &lt; 50" in html and "nothing past round 1 was promoted" in html

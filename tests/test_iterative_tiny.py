@@ -1,0 +1,105 @@
+"""Iterative DPO on embedded:tiny: round 2 trains against round 1, and a blocked round stops the loop."""
+import pytest
+import torch
+
+from harness.config import load_config
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def _config(out, model_cache, *sets):
+    return load_config(REPO / "experiments" / "tiny_iterative.yaml",
+                       [f"output_dir={out}", f"cache_dir={model_cache}", *sets])
+
+
+@pytest.fixture(scope="module")
+def two_rounds(tmp_path_factory, model_cache):
+    from harness.experiment import run_experiment
+
+    config = _config(tmp_path_factory.mktemp("iterative") / "runs", model_cache)
+    return config, run_experiment(config)
+
+
+def test_round_two_was_trained_against_round_one(two_rounds):
+    from harness.tracking import Tracker
+
+    config, result = two_rounds
+    first, second = result.rounds
+    assert [r.result.verdict for r in result.rounds] == ["PROMOTE", "PROMOTE"]
+    assert first.reference["round"] == 0 and first.reference["run_id"] is None
+    assert second.reference["run_id"] == first.result.run_id
+    assert second.reference["fingerprint"] == first.result.policy_fingerprint
+    tracker = Tracker(config.output_dir, config.name)
+    tags = tracker.client.get_run(second.result.run_id).data.tags
+    assert tags["harness.reference_run_id"] == first.result.run_id
+    assert tags["mlflow.parentRunId"] == result.run_id == tracker.client.get_run(first.result.run_id).data.tags[
+        "mlflow.parentRunId"]
+    # the round-2 data was sampled from round 1's policy, judged and paired afresh
+    assert second.data["source"].startswith("round 2") and second.data["pairs"] > 0
+
+
+def test_kl_to_the_previous_round_is_smaller_than_to_the_start(two_rounds):
+    _, result = two_rounds
+    m = result.rounds[1].result.metrics
+    # the same policy samples scored by round 1 and by the starting model
+    assert m["kl/n_samples"] == m["kl_vs_start/n_samples"]
+    assert 0 < m["kl/seq_kl_k3"] < m["kl_vs_start/seq_kl_k3"]
+
+
+def test_registered_checkpoint_rebuilds_round_two_on_the_start_model(two_rounds, tmp_path, model_cache):
+    from harness.models import load_checkpoint, load_model
+    from harness.tracking import Tracker
+
+    config, result = two_rounds
+    tracker = Tracker(config.output_dir, config.name)
+    version, run_id = tracker.champion(config.registry.model_name, "champion")
+    assert run_id == result.rounds[1].result.run_id and result.promoted_round == 2
+    path = tracker.client.download_artifacts(run_id, "checkpoint", str(tmp_path))
+    rebuilt = load_checkpoint(path, load_model("embedded:tiny", model_cache).model)
+    round_one = load_checkpoint(result.rounds[0].result.adapter_dir, load_model("embedded:tiny", model_cache).model)
+    ids = torch.tensor([[1, 20, 300, 4000, 50, 60]])
+    with torch.no_grad(), rebuilt.disable_adapter():  # round 2 without its own adapter is round 1
+        assert torch.allclose(rebuilt(ids).logits, round_one(ids).logits, atol=1e-4)
+    with torch.no_grad():
+        assert not torch.allclose(rebuilt(ids).logits, round_one(ids).logits, atol=1e-4)
+
+
+def test_json_has_rounds_and_report_shows_them(two_rounds, tmp_path, capsys):
+    from harness.cli import main
+
+    config, result = two_rounds
+    doc = result.to_json()
+    assert [r["round"] for r in doc["rounds"]] == [1, 2] and doc["promoted_round"] == 2
+    for r in doc["rounds"]:
+        assert {"run_id", "reference", "verdict", "metrics"} <= r.keys()
+    html = open(result.report, encoding="utf-8").read()
+    assert "Every round passed its gate" in html and ">round 2</a>" in html
+    # rebuilt from MLflow alone
+    out = tmp_path / "again.html"
+    assert main(["report", result.run_id, "--output-dir", str(config.output_dir), "--out", str(out)]) == 0
+    rebuilt = out.read_text(encoding="utf-8")
+    assert "Every round passed its gate" in rebuilt and "round 2" in rebuilt
+    kl_vs_start = result.rounds[1].result.metrics["kl_vs_start/seq_kl_k3"]
+    assert f"{kl_vs_start:.4f}".rstrip("0").rstrip(".") in rebuilt
+
+
+def test_a_regressing_round_stops_the_loop_and_keeps_the_previous_champion(tmp_path, model_cache):
+    from harness.experiment import run_experiment
+    from harness.tracking import Tracker
+
+    config = _config(tmp_path / "runs", model_cache, "iterations=3", "training.max_steps=3", "eval.n_prompts=6",
+                     "eval.kl.n_prompts=4", "eval.domain_limit=6")
+
+    def regress(metrics):  # round 2's policy measured as clearly worse than round 1
+        return {**metrics, "winrate/lc_win_rate_pct": 5.0}
+
+    result = run_experiment(config, hooks={"round2:eval:winrate": regress})
+    assert [r.result.verdict for r in result.rounds] == ["PROMOTE", "BLOCK"]  # round 3 never ran
+    assert result.verdict == "BLOCK" and result.promoted_round == 1
+    assert "lc_not_worse" in result.rounds[1].result.decision.first_failure
+    tracker = Tracker(config.output_dir, config.name)
+    _, champion_run = tracker.champion(config.registry.model_name, "champion")
+    assert champion_run == result.rounds[0].result.run_id
+    parent = tracker.client.get_run(result.run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["harness.promoted_round"] == "1"
