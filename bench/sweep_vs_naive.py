@@ -13,10 +13,14 @@ import sys
 from bench.common import REPO_ROOT, Line, Settings, fresh_dir, goal, progress, ratio
 
 GOAL = 1.8
-# applied to both sides; tiny_sweep.yaml's own sizes otherwise
-OVERRIDES: list[str] = []
-QUICK_OVERRIDES = ["training.max_steps=2", "eval.n_prompts=6", "eval.kl.n_prompts=3", "eval.domain_limit=6",
-                   "eval.diversity.n_prompts=2"]
+# Applied to both sides. The data is the harness's default mode, on-policy (k samples per prompt from
+# the starting model, best vs worst), as in experiments/quickstart.yaml: tiny_sweep.yaml itself uses
+# template-written pairs so that its tests train on a learnable preference, but a sweep's users sample
+# on-policy, and that sampling is exactly the work a sweep does once and a naive loop once per cell.
+ON_POLICY = ["data.responder=policy"]
+OVERRIDES: list[str] = ON_POLICY
+QUICK_OVERRIDES = ON_POLICY + ["training.max_steps=2", "eval.n_prompts=6", "eval.kl.n_prompts=3",
+                               "eval.domain_limit=6", "eval.diversity.n_prompts=2"]
 
 
 def _side(side: str, settings: Settings, overrides: list[str], log) -> dict:
