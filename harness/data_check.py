@@ -569,11 +569,12 @@ def cmd_data_check(args) -> int:
     if args.model and report.usable:
         from pathlib import Path
 
-        from evals.offpolicy_gap import DEFAULT_PROMPTS, offpolicy_gap_for_model
+        from evals.offpolicy_gap import DEFAULT_PROMPTS, DEFAULT_TEMPERATURE, offpolicy_gap_for_model
 
         cache = Path(args.cache_dir) if args.cache_dir else config.resolved_cache_dir if args.config else Path("runs/cache")
+        temperature = config.data.sample_temperature if args.config else DEFAULT_TEMPERATURE
         report.offpolicy = offpolicy_gap_for_model(args.model, report.usable, cache_dir=cache,
-                                                   n_prompts=args.limit or DEFAULT_PROMPTS)
+                                                   n_prompts=args.limit or DEFAULT_PROMPTS, temperature=temperature)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1, default=str))
     else:

@@ -329,7 +329,7 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks,
 
         with policy.disable_adapter():
             return offpolicy_gap(policy, tok, data.train, model_fingerprint=loaded.fingerprint, cache_dir=cache_dir,
-                                 seed=config.seed)
+                                 seed=config.seed, temperature=config.data.sample_temperature)
 
     judge_info: dict[str, str] = {}
 

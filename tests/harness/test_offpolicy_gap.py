@@ -8,7 +8,7 @@ import pytest
 
 from evals.generation import DecodingSettings, generate
 from evals.judge_calibration import load_labelled_pairs
-from evals.offpolicy_gap import answers_from_rows, offpolicy_gap
+from evals.offpolicy_gap import DEFAULT_TEMPERATURE, answers_from_rows, offpolicy_gap
 from harness.cli import main
 from tests.conftest import SHARED_VALIDATION, tiny_config
 
@@ -26,8 +26,9 @@ def hh_rows():
 def test_hh_pairs_are_further_off_policy_than_pairs_the_model_wrote(tiny, hh_rows, tmp_path):
     model, tok = tiny.model, tiny.tokenizer
     prompts = [r["prompt"] for r in hh_rows]
-    # on-policy pairs: two of the model's own answers per prompt (another seed than the diagnostic's samples)
-    own = generate(model, tok, prompts, DecodingSettings(max_new_tokens=32, temperature=1.0, top_k=0, seed=11,
+    # on-policy pairs as the harness builds them: two of the model's own answers per prompt at the data's
+    # sampling temperature (another seed than the diagnostic's samples)
+    own = generate(model, tok, prompts, DecodingSettings(max_new_tokens=32, temperature=DEFAULT_TEMPERATURE, top_k=0, seed=11,
                                                          n_samples=2), model_fingerprint=tiny.fingerprint)
     on_policy = [{"prompt": p, "chosen": own[2 * i].text, "rejected": own[2 * i + 1].text} for i, p in enumerate(prompts)]
     kwargs = dict(model_fingerprint=tiny.fingerprint, cache_dir=tmp_path, n_prompts=N_PROMPTS, max_tokens=32)
