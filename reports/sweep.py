@@ -407,6 +407,7 @@ def build_sweep_context(sweep: Any, out_dir: Path, cell_pages: Mapping[str, Any]
     any_plot = any(p is not None for p in (frontier, lengths, training, domain))
     name = s.get("sweep")
     return {
+        "judges": _judges(cells),
         "sweep": fmt(name),
         "title": str(name) if name not in (None, "") else "sweep",
         "run_id": fmt(s.get("run_id")),
@@ -425,6 +426,19 @@ def build_sweep_context(sweep: Any, out_dir: Path, cell_pages: Mapping[str, Any]
         "gap_warn": _fmt_float(GAP_WARN),
         "plotlyjs": _plotlyjs() if any_plot else None,
     }
+
+
+def _judges(cells: list[Mapping]) -> list[dict]:
+    """One calibration box per distinct judge the cells used (usually one): agreement with human
+    labels, or "uncalibrated" with the command, as on each cell page."""
+    from reports.experiment import _judge_calibration
+
+    boxes: dict[tuple, dict] = {}
+    for cell in cells:
+        box = _judge_calibration(cell)
+        key = (box["judge"].text, box["fingerprint"].text, box["calibrated"])
+        boxes.setdefault(key, box | {"n_cells": 0})["n_cells"] += 1
+    return list(boxes.values())
 
 
 def render_sweep_html(sweep: Any, out_dir: Path, cell_pages: Mapping[str, Any] | None = None) -> str:

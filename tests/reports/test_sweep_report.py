@@ -168,3 +168,18 @@ def test_pages_share_one_base_template() -> None:
         assert '{% extends "base.html" %}' in source
         assert "<style>" not in source and ":root" not in source and "<!DOCTYPE" not in source
     assert ":root" in (root / "base.html").read_text(encoding="utf-8")
+
+
+def test_the_sweep_page_says_whether_its_judge_is_calibrated(tmp_path: Path) -> None:
+    data = sweep()
+    for c in data["cells"]:
+        c["config"]["eval"] = {"judge": {"name": "rule"}}
+    html = render_sweep_report(data, tmp_path / "u.html").read_text(encoding="utf-8")
+    assert "UNCALIBRATED".lower() in html.lower() and "harness judge calibrate" in html and "(3 cells)" in html
+    for c in data["cells"]:  # calibrated: the cells carry judge/* metrics from the stored calibration
+        c["metrics"].update({"judge/agreement_pct": 71.25, "judge/agreement_pct_ci_low": 60.0,
+                             "judge/agreement_pct_ci_high": 80.0, "judge/position_flip_pct": 12.5})
+        c["judge_calibration"] = {"labels": "hh-rlhf sample", "judge_key": "abc123"}
+    html = render_sweep_report(data, tmp_path / "c.html").read_text(encoding="utf-8")
+    assert "calibrated against human labels (hh-rlhf sample)" in html and "71.2" in html
+    assert "judge-uncalibrated" not in html and "uncalibrated</strong>" not in html
