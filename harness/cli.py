@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     gate_cmd = sub.add_parser("gate", help="re-decide a recorded run with the current rules and champion",
                               description="Exit 0 ship, 1 no-ship, 2 bad input. Records the new decision on the run.")
     gate_cmd.add_argument("run_id")
-    gate_cmd.add_argument("--against", choices=["reference", "champion"], help="compare every regression rule with this baseline")
+    gate_cmd.add_argument("--against", choices=["reference", "champion", "start"], help="compare every regression rule with this baseline")
     gate_cmd.add_argument("--config", help="take the gate rules from this YAML instead of the run's recorded config")
     gate_cmd.add_argument("--output-dir", default="runs", help="the run directory holding mlflow.db (default runs)")
     gate_cmd.add_argument("--json", action="store_true")

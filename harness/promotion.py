@@ -7,7 +7,7 @@ promote a run that would not beat the champion it replaces.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from harness.gate import PROMOTE, GateDecision
@@ -78,6 +78,7 @@ class RecordedRun:
     reference: dict[str, float]
     errors: dict[str, str]
     verdict: str | None
+    start: dict[str, float] = field(default_factory=dict)  # iterative rounds >= 2: the starting model's values
 
 
 def load_recorded(tracker, run_id: str, config_override=None) -> RecordedRun:
@@ -88,7 +89,7 @@ def load_recorded(tracker, run_id: str, config_override=None) -> RecordedRun:
     config = config_override or validate_config(tracker.load_json(run_id, "config.json"), source=f"run {run_id} config.json")
     # data/ counters are not measurements; the off-policy diagnostic (data/*_logp_*, data/offpolicy_*) is
     metrics = {k: v for k, v in all_metrics.items()
-               if not k.startswith(("train/", "reference/", "data/dropped_", "data/pairs"))}
+               if not k.startswith(("train/", "reference/", "start/", "data/dropped_", "data/pairs"))}
     judge_fingerprint = run.data.tags.get("harness.judge_calibration.fingerprint")
     if judge_fingerprint:  # judge/* describe the judge, not the cell: its newest calibration applies (maybe done since)
         from evals.judge_calibration import stored_calibration
@@ -98,18 +99,23 @@ def load_recorded(tracker, run_id: str, config_override=None) -> RecordedRun:
     return RecordedRun(
         run_id=run_id, cell=run.data.tags.get("harness.cell", "?"), config=config, metrics=metrics,
         reference={k.removeprefix("reference/"): v for k, v in all_metrics.items() if k.startswith("reference/")},
+        start={k.removeprefix("start/"): v for k, v in all_metrics.items() if k.startswith("start/")},
         errors=tracker.load_json(run_id, "eval_errors.json"), verdict=run.data.tags.get("harness.verdict"),
     )
 
 
 def regate(recorded: RecordedRun, champion_metrics: dict | None, *, against: str | None = None) -> GateDecision:
     from evals.catalog import known_metrics
-    from harness.gate import effective_rules, gate
+    from harness.gate import effective_rules, gate, rules_vs_start
 
     config = recorded.config
     rules = effective_rules(config.gate, config.eval.domain_tasks)
+    if recorded.start and config.iteration.gate_vs_start:  # an iterative round >= 2, gated as it was
+        rules += rules_vs_start(rules)
     if against:
         rules = [r.model_copy(update={"against": against}) for r in rules]
-    return gate(recorded.metrics, {"reference": recorded.reference, "champion": champion_metrics}, rules,
+    baselines = {"reference": recorded.reference, "start": recorded.start or recorded.reference,
+                 "champion": champion_metrics}
+    return gate(recorded.metrics, baselines, rules,
                 specs=known_metrics(), errors=recorded.errors,
                 allow_promote_without_rules=config.gate.allow_promote_without_rules)

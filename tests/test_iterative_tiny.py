@@ -103,3 +103,18 @@ def test_a_regressing_round_stops_the_loop_and_keeps_the_previous_champion(tmp_p
     assert champion_run == result.rounds[0].result.run_id
     parent = tracker.client.get_run(result.run_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["harness.promoted_round"] == "1"
+
+
+def test_regating_a_round_uses_the_same_rules_and_baselines(two_rounds, capsys):
+    import json
+
+    from harness.cli import main
+
+    config, result = two_rounds
+    second = result.rounds[1].result
+    code = main(["gate", second.run_id, "--output-dir", str(config.output_dir), "--json"])
+    regated = json.loads(capsys.readouterr().out)
+    assert code == 0 and regated["verdict"] == second.verdict
+    recorded = {c["name"]: c["passed"] for c in second.decision.to_dict()["checks"]}
+    assert {c["name"]: c["passed"] for c in regated["checks"]} == recorded
+    assert "arith_no_regression_vs_start" in recorded and "lc_not_worse_vs_start" in recorded
