@@ -4,10 +4,10 @@ declared here from the originals so direction and unit are never restated.
 """
 from __future__ import annotations
 
-from evals import kl, lc_winrate, pairwise  # noqa: F401  (their metrics must be registered first)
+from evals import kl, lc_winrate, length, pairwise  # noqa: F401  (their metrics must be registered first)
 from evals.metrics import METRICS, register_metric
 
-VS_START = {"winrate": "winrate_vs_start", "kl": "kl_vs_start"}
+VS_START = {"winrate": "winrate_vs_start", "kl": "kl_vs_start", "length": "length_vs_start"}
 
 for _key in list(METRICS):
     _eval, _metric = _key.split("/", 1)

@@ -241,7 +241,10 @@ class ExperimentConfig(_Strict):
     def _iterations_are_on_policy(self) -> "ExperimentConfig":
         if self.iterations > 1:
             judge = self.eval.judge.name
-            if judge == "rule" and self.iteration.prompt_pool != "builtin:verifiable":
+            pool = self.iteration.prompt_pool
+            if pool.startswith("builtin:") and pool != "builtin:verifiable":
+                raise ValueError(f"iteration.prompt_pool: unknown built-in pool {pool!r} (known: builtin:verifiable)")
+            if judge == "rule" and pool != "builtin:verifiable":
                 raise ValueError("iteration.prompt_pool: the rule judge can only rank answers to builtin:verifiable "
                                  "prompts; use an llm or reward_model judge for a prompt file")
         return self

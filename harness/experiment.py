@@ -6,6 +6,7 @@ gate (fail-closed). A crash outside the evals ends the MLflow run as FAILED, nev
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -80,6 +81,20 @@ def reference_baseline(metrics: dict[str, float], reference_domain: dict[str, fl
     return base
 
 
+def start_values(metrics: dict[str, float], start_domain: dict[str, float]) -> dict[str, float]:
+    """The starting model measured against itself, for rules `against: start` in rounds >= 2: the
+    reference baseline's neutral values under both names (`winrate/...` and `winrate_vs_start/...`),
+    with the start's own mean length and domain results."""
+    from evals.vs_start import against_start
+
+    neutral = reference_baseline({}, start_domain)
+    out = neutral | against_start({k: v for k, v in neutral.items() if "/" in k})
+    if "length_vs_start/reference_mean_tokens" in metrics:
+        out["length/policy_mean_tokens"] = metrics["length_vs_start/reference_mean_tokens"]
+        out["length_vs_start/policy_mean_tokens"] = metrics["length_vs_start/reference_mean_tokens"]
+    return out
+
+
 def run_experiment(config: ExperimentConfig, *, config_path: str = "", hooks: dict[str, Callable] | None = None,
                    extra_tags: dict[str, str] | None = None) -> ExperimentResult:
     """`hooks` lets tests inject faults through the public path: {"eval:kl": fn(metrics) -> metrics}
@@ -113,7 +128,7 @@ def run_experiment(config: ExperimentConfig, *, config_path: str = "", hooks: di
 
 
 def recorded_cell_run(tracker, config: ExperimentConfig, loaded, data, cell: str, tags: dict[str, str],
-                      hooks: dict[str, Callable], **round_context) -> ExperimentResult:
+                      hooks: dict[str, Callable], *, start=None, lineage: tuple[Path, ...] = ()) -> ExperimentResult:
     """One MLflow run around train -> evaluate -> decide. A crash ends the run FAILED with the error in
     its tags, never FINISHED."""
     from harness.tracking import flatten
@@ -124,7 +139,7 @@ def recorded_cell_run(tracker, config: ExperimentConfig, loaded, data, cell: str
         tracker.log_params({f"data.stats.{k}": v for k, v in flatten(data.stats()).items()})
         tracker.log_metrics({f"data/dropped_{k}": v for k, v in data.dropped.items()} | {"data/pairs": len(data.train)})
         return _train_evaluate_decide(config, loaded, data, tracker, cell, config.output_dir / "cells" / cell, hooks,
-                                      **round_context)
+                                      start=start, lineage=lineage)
 
 
 @contextlib.contextmanager
@@ -208,6 +223,7 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks,
         verdicts.extend(v)
         return summary
 
+    @functools.lru_cache(maxsize=1)  # kl and kl_vs_start score the same samples: sample and score once
     def kl_samples():
         from evals.generation import batch_completion_logprobs
 
@@ -229,12 +245,22 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks,
         return kl_from_logprobs(lp_policy, lp_ref).summary()
 
     # iterative rounds >= 2: the same measurements against the model the experiment started from
+    def start_out():  # cached by content: the first call generates, later ones read
+        return generate(start.model, tok, prompt_texts, greedy, model_fingerprint=start.fingerprint,
+                        cache_dir=cache_dir, batch_size=e.batch_size, label="starting model")
+
     def winrate_vs_start() -> dict[str, float]:
         from evals.vs_start import against_start
 
-        start_out = generate(start.model, tok, prompt_texts, greedy, model_fingerprint=start.fingerprint,
-                             cache_dir=cache_dir, batch_size=e.batch_size, label="starting model")
-        return against_start(winrate_against(start_out)[0])
+        return against_start(winrate_against(start_out())[0])
+
+    def length_vs_start() -> dict[str, float]:
+        from evals.length import length_summary
+        from evals.vs_start import against_start
+
+        base_out = start_out()
+        return against_start(length_summary([o.n_tokens for o in policy_out], [r.n_tokens for r in base_out],
+                                            [len(o.text) for o in policy_out], [len(r.text) for r in base_out]))
 
     def kl_vs_start() -> dict[str, float]:  # the same policy samples, scored by the starting model
         from evals.generation import batch_completion_logprobs
@@ -274,6 +300,7 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks,
             include.append(prepare_ifeval_task(dcache, e.ifeval.data_file, max_gen_toks=e.ifeval.max_gen_toks))
         pol = run_domain_evals(policy, tok, e.domain_tasks, cache_dir=dcache, limit=e.domain_limit, seed=config.seed,
                                include_paths=include)
+
         def baseline_results(fingerprint: str, measure) -> dict:
             # a base model's results depend only on its weights and the task settings: shared by every cell
             key = hashlib.sha256(json.dumps([fingerprint, e.domain_tasks, e.domain_limit, config.seed,
@@ -297,10 +324,12 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks,
                                         seed=config.seed, include_paths=include)
 
         ref = baseline_results(loaded.fingerprint, measure_reference)
+        start_results = None
         if start is not None:
-            start_domain.update(baseline_results(start.fingerprint, lambda: run_domain_evals(
+            start_results = baseline_results(start.fingerprint, lambda: run_domain_evals(
                 start.model, tok, e.domain_tasks, cache_dir=dcache, limit=e.domain_limit, seed=config.seed,
-                include_paths=include))["summary"])
+                include_paths=include))
+            start_domain.update(start_results["summary"])
         if include:
             from evals.ifeval_offline import add_acc_alias
 
@@ -311,6 +340,10 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks,
             test = mcnemar_paired(items, ref["per_item"].get(task, []))
             out[f"{task}/acc_delta"] = test["delta"]  # per_item is keyed by eval name, e.g. domain_arith_mc
             out[f"{task}/acc_delta_pvalue"] = test["p_value"]
+            if start_results is not None:  # the paired test a rule `against: start` reads (harness.gate)
+                test = mcnemar_paired(items, start_results["per_item"].get(task, []))
+                out[f"{task}/acc_delta_vs_start"] = test["delta"]
+                out[f"{task}/acc_delta_vs_start_pvalue"] = test["p_value"]
         return out
 
     def diversity() -> dict[str, float]:  # evals.diversity: k policy samples per prompt at temperature 1
@@ -346,6 +379,7 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks,
     if start is not None:
         run_eval("winrate_vs_start", winrate_vs_start)
         run_eval("kl_vs_start", kl_vs_start)
+        run_eval("length_vs_start", length_vs_start)
     if e.diversity.n_prompts > 0:
         run_eval("diversity", diversity)
     run_eval("length", length)
@@ -359,7 +393,7 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks,
     specs = known_metrics()
     reference = reference_baseline(metrics, reference_domain)
     # round 1 (and every single pass) starts from its reference, so the two baselines coincide
-    start_baseline = reference if start is None else reference_baseline(metrics, start_domain)
+    start_baseline = reference if start is None else start_values(metrics, start_domain)
     tracker.log_metrics({f"reference/{k}": v for k, v in reference.items()})
     if start is not None:
         tracker.log_metrics({f"start/{k}": v for k, v in start_baseline.items()})
@@ -385,7 +419,9 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks,
                         allow_promote_without_rules=config.gate.allow_promote_without_rules)
         return hooks["gate"](decision) if "gate" in hooks else decision
 
-    outcome = decide_and_promote(tracker, config.registry, decide, cell=cell)
+    # a later round's checkpoint is an adapter stack: say so on the registered version
+    stack_tags = {"harness.adapter_stack": "true", "harness.rounds_in_stack": str(len(lineage) + 1)} if lineage else {}
+    outcome = decide_and_promote(tracker, config.registry, decide, cell=cell, version_tags=stack_tags)
     decision, version = outcome.decision, outcome.version
     tracker.set_tags({"harness.status": "finished"})
     if version:

@@ -54,13 +54,14 @@ def _required(row: dict, names: tuple[str, ...], file: str, line: int, why: str)
 class FeedbackSelection:
     rows: list[Row]  # unpaired rows (prompt / response / label), filtered and de-duplicated
     dropped: Counter
+    now: datetime | None = None  # the time ages were measured from (recorded with the run's data)
 
 
 def select_feedback(rows: list[Row], config: FeedbackConfig, now: datetime | None = None,
                     on_error=None) -> FeedbackSelection:
     """Filter by age and model version, then drop repeats and contradictions. Rows that cannot be read
     (no timestamp while an age limit is set, a bad label, ...) go to `on_error`, or raise."""
-    now = config.now or now or datetime.now(timezone.utc)
+    now = now or config.now or datetime.now(timezone.utc)
     now = now if now.tzinfo else now.replace(tzinfo=timezone.utc)
     max_age = timedelta(days=config.max_age_days) if config.max_age_days else None
     versions = set(config.model_versions or [])
@@ -68,11 +69,7 @@ def select_feedback(rows: list[Row], config: FeedbackConfig, now: datetime | Non
     kept: list[tuple[Row, tuple[str, str], bool]] = []
     seen: set[tuple[str, str, bool]] = set()
     for file, line, row in rows:
-        try:
-            response_field = _required(row, UNPAIRED_COMPLETION_FIELDS, file, line, "the rated answer")
-            label_field = _required(row, UNPAIRED_LABEL_FIELDS, file, line, "up or down")
-            _required(row, ("prompt",), file, line, "what the answer answered")
-            label = label_value(row[label_field], file, line, label_field)
+        try:  # the window first: junk in rows outside it (old logs, other models) does not stop a run
             if max_age is not None:
                 ts_field = _required(row, TIMESTAMP_FIELDS, file, line, "data.feedback.max_age_days needs a time")
                 age = now - parse_timestamp(row[ts_field], file, line, ts_field)
@@ -87,6 +84,10 @@ def select_feedback(rows: list[Row], config: FeedbackConfig, now: datetime | Non
                 if str(row[version_field]) not in versions:
                     dropped["feedback_other_model_version"] += 1
                     continue
+            response_field = _required(row, UNPAIRED_COMPLETION_FIELDS, file, line, "the rated answer")
+            label_field = _required(row, UNPAIRED_LABEL_FIELDS, file, line, "up or down")
+            _required(row, ("prompt",), file, line, "what the answer answered")
+            label = label_value(row[label_field], file, line, label_field)
         except RowError as exc:
             if on_error is None:
                 raise
@@ -104,7 +105,7 @@ def select_feedback(rows: list[Row], config: FeedbackConfig, now: datetime | Non
     contradictory = {a for a, labels in labels_of.items() if len(labels) > 1}
     dropped["feedback_contradictory"] += sum(1 for _, a, _ in kept if a in contradictory)
     out = [(f, n, {**r, "label": lab}) for (f, n, r), a, lab in kept if a not in contradictory]
-    return FeedbackSelection(out, +dropped)
+    return FeedbackSelection(out, +dropped, now)
 
 
 def feedback_pairs(selection: FeedbackSelection) -> FeedbackSelection:
@@ -121,7 +122,7 @@ def feedback_pairs(selection: FeedbackSelection) -> FeedbackSelection:
             pairs.append((file, line, {"prompt": up["prompt"], "chosen": _answer(up), "rejected": _answer(down)}))
         if len(ups) != len(downs):
             dropped["feedback_without_opposite_vote"] += abs(len(ups) - len(downs))
-    return FeedbackSelection(pairs, +dropped)
+    return FeedbackSelection(pairs, +dropped, selection.now)
 
 
 def _answer(row: dict) -> Any:

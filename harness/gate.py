@@ -55,6 +55,15 @@ def _eval_of(metric: str) -> str:
     return metric.split("/", 1)[0]
 
 
+def paired_test_key(metric: str, against: str, summary: Mapping[str, float]) -> str:
+    """The p-value that can clear a regression: the paired test against the same baseline the rule
+    compares with. Against the start, iterative rounds >= 2 carry their own test
+    (`<metric>_delta_vs_start_pvalue`); a single pass starts from its reference, so the reference's applies."""
+    if against == "start" and f"{metric}_delta_vs_start_pvalue" in summary:
+        return f"{metric}_delta_vs_start_pvalue"
+    return f"{metric}_delta_pvalue"
+
+
 def check_rule(rule: GateRule, summary: Mapping[str, float], baselines: Mapping[str, Mapping[str, float] | None],
                spec: MetricSpec | None, errors: Mapping[str, str]) -> CheckResult:
     base = dict(name=rule.label, metric=rule.metric, statistic=rule.statistic, required=rule.required)
@@ -91,10 +100,11 @@ def check_rule(rule: GateRule, summary: Mapping[str, float], baselines: Mapping[
         bound = baseline - allowed if spec.higher_is_better else baseline + allowed
         worse = value < bound if spec.higher_is_better else value > bound
         if worse and rule.significance is not None:
-            p_value = summary.get(f"{rule.metric}_delta_pvalue")
+            p_key = paired_test_key(rule.metric, rule.against, summary)
+            p_value = summary.get(p_key)
             if p_value is None or not _finite(p_value):
                 return CheckResult(**base, value=value, bound=bound, baseline=baseline, passed=False,
-                                   reason=f"regression past {bound:.4g} and no paired test ({rule.metric}_delta_pvalue) to clear it")
+                                   reason=f"regression past {bound:.4g} and no paired test ({p_key}) to clear it")
             if p_value >= rule.significance:
                 return CheckResult(**base, value=value, bound=bound, baseline=baseline, passed=True,
                                    reason=f"{value:.4g} below {bound:.4g} but not significant (paired p={p_value:.3g} >= {rule.significance:g})")
@@ -153,17 +163,20 @@ def effective_rules(gate_config, domain_tasks: list[str] | None = None) -> list[
 
 
 def rules_vs_start(rules: list[GateRule]) -> list[GateRule]:
-    """The same promises, kept against the model the iterations started from: a win-rate or KL bound
-    applies to the `*_vs_start` measurement, an allowed regression to the start's value. Without
-    these, small per-round drifts that each pass could add up to a model worse than the start."""
-    from evals.vs_start import VS_START  # winrate -> winrate_vs_start, kl -> kl_vs_start
+    """The same promises, kept against the model the iterations started from: a bound on a comparison
+    (win rate, KL, length) applies to its `*_vs_start` measurement, an allowed regression is measured
+    from the start's value. Without these, per-round drifts that each pass could add up: three rounds
+    each 1.4x longer than the last are 2.7x the start. (chosen_logp/* has no vs-start measurement.)"""
+    from evals.vs_start import VS_START  # winrate -> winrate_vs_start, kl -> kl_vs_start, length -> ...
 
     out = []
     for rule in rules:
         evaluation, metric = rule.metric.split("/", 1)
-        name = f"{rule.label}_vs_start"
-        if evaluation in VS_START and rule.max_regression is None:
-            out.append(rule.model_copy(update={"metric": f"{VS_START[evaluation]}/{metric}", "name": name}))
-        elif rule.max_regression is not None and rule.against == "reference":
-            out.append(rule.model_copy(update={"against": "start", "name": name}))
+        update: dict = {}
+        if evaluation in VS_START:
+            update["metric"] = f"{VS_START[evaluation]}/{metric}"
+        if rule.max_regression is not None and rule.against == "reference":
+            update["against"] = "start"
+        if update:
+            out.append(rule.model_copy(update=update | {"name": f"{rule.label}_vs_start"}))
     return out

@@ -15,13 +15,11 @@ them round over round) and one child run per round, tagged with the round and it
 from __future__ import annotations
 
 import copy
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from harness.config import ExperimentConfig
-from harness.errors import DataError
 from harness.experiment import (ExperimentResult, check_output_dir, console, ended_as_finished_or_failed,
                                recorded_cell_run, redacted_config)
 from harness.gate import PROMOTE
@@ -69,7 +67,7 @@ class IterativeResult:
         return {"run_id": self.run_id, "cell": self.cell, "verdict": self.verdict, "metrics": self.metrics,
                 "checks": self.decision.to_dict()["checks"] if self.rounds else [], "report": self.report,
                 "promoted_round": self.promoted_round, "champion_version": self.champion_version,
-                "stop_reason": self.stop_reason,
+                "stop_reason": self.stop_reason, "errors": self.rounds[-1].result.errors if self.rounds else {},
                 "rounds": [r.to_json() for r in self.rounds]}
 
 
@@ -84,7 +82,7 @@ def round_hooks(hooks: dict[str, Callable], index: int) -> dict[str, Callable]:
 def run_iterative(config: ExperimentConfig, *, config_path: str = "", hooks: dict[str, Callable] | None = None,
                   extra_tags: dict[str, str] | None = None) -> IterativeResult:
     from harness.models import load_model
-    from harness.preference_data import build_round, load_preference_data
+    from harness.preference_data import NoTrainingSignal, build_round, load_preference_data, pool_prompts
     from harness.tracking import Tracker, flatten
 
     hooks = hooks or {}
@@ -96,8 +94,10 @@ def run_iterative(config: ExperimentConfig, *, config_path: str = "", hooks: dic
     tok = start.tokenizer
     # round 1's data is checked before anything is recorded: bad input exits 2 with no run behind it
     console.print("[bold cyan]>[/] round 1: preference data")
-    base = dataclasses.replace(start, model=copy.deepcopy(start.model))  # the start stays pristine
+    base = replace(start, model=copy.deepcopy(start.model))  # the start stays pristine
     data = load_preference_data(config, base.model, tok, base.fingerprint)
+    if config.iteration.prompt_pool != "builtin:verifiable":  # later rounds' prompts, checked before any run exists
+        pool_prompts(config.iteration.prompt_pool, config.data.n_prompts, config.seed)
 
     parent = Tracker(config.output_dir, config.name, tracking_uri=config.registry.tracking_uri)
     parent_id = parent.start_run(cell, tags={"harness.cell": cell, "harness.variant": config.variant,
@@ -117,7 +117,7 @@ def run_iterative(config: ExperimentConfig, *, config_path: str = "", hooks: dic
                 console.print(f"[bold cyan]>[/] round {index}: on-policy data from round {index - 1}'s policy")
                 try:
                     data = build_round(config, base.model, tok, base.fingerprint, index)
-                except DataError as exc:  # e.g. every answer ties: nothing left to learn from, not bad input
+                except NoTrainingSignal as exc:  # every answer tied: nothing left to learn, not bad input
                     stop_reason = f"round {index} not run: {exc}"
                     console.print(f"  [yellow]{stop_reason}[/]")
                     break
@@ -145,7 +145,7 @@ def run_iterative(config: ExperimentConfig, *, config_path: str = "", hooks: dic
                          "run_id": result.run_id, "checkpoint": str(result.adapter_dir)}
             if index < config.iterations:
                 # round k+1 trains a fresh adapter on round k's merged weights; disabled adapters = round k
-                base = dataclasses.replace(base, model=result.policy.merge_and_unload(),
+                base = replace(base, model=result.policy.merge_and_unload(),
                                            fingerprint=result.policy_fingerprint)
             result.policy = None
         promoted = [r.index for r in rounds if r.result.verdict == PROMOTE]

@@ -216,7 +216,9 @@ def write_adapter_stack(adapter_dir: Path, base_model: str, earlier: tuple[Path,
 
 def load_checkpoint(checkpoint_dir: Path, base_model: torch.nn.Module):
     """A registered checkpoint on its base model: earlier rounds' adapters merged in order (if it has
-    an adapter stack), then its own adapter applied. Safetensors only."""
+    an adapter stack), then its own adapter applied. Safetensors only. The merges change `base_model`'s
+    weights in place: pass a copy to keep the original. (PEFT's own loaders would apply only the last
+    adapter to the base, silently: the registered version is tagged harness.adapter_stack=true.)"""
     from peft import PeftModel
 
     def adapter(folder: Path) -> str:

@@ -51,6 +51,14 @@ def _conversational(prompt: str, chosen: str, rejected: str) -> dict:
             "rejected": [{"role": "assistant", "content": rejected}]}
 
 
+# drops that mean "the answers did not differ", not "the input is broken"
+SIGNAL_LESS = {"tie", "chosen_equals_rejected", "empty_answer"}
+
+
+class NoTrainingSignal(DataError):
+    """Every sampled answer tied (or was empty): nothing to learn from, though nothing was malformed."""
+
+
 def _split(pairs: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
     rng = random.Random(seed)
     order = list(range(len(pairs)))
@@ -70,7 +78,8 @@ def _finish(pairs: list[dict], dropped: Counter, config: ExperimentConfig, sourc
         dropped = dropped + report.dropped
     if not pairs:
         detail = ", ".join(f"{k}: {v}" for k, v in dropped.items()) or "no rows"
-        raise DataError(f"{source}: no usable preference pairs ({detail})")
+        error = NoTrainingSignal if dropped and set(dropped) <= SIGNAL_LESS else DataError
+        raise error(f"{source}: no usable preference pairs ({detail})")
     train, held = _split(pairs, config.data.eval_fraction, config.seed)
     return PreferenceData(train=[_conversational(p["prompt"], p["chosen"], p["rejected"]) for p in train],
                           heldout=held, dropped=dropped, source=source, check=report)
@@ -150,7 +159,7 @@ def build_round(config: ExperimentConfig, model, tokenizer, model_fingerprint: s
     if it.prompt_pool == "builtin:verifiable":
         prompts = [(p.text, p) for p in make_prompts(on_policy.n_prompts, prompt_seed, split="train")]
     else:
-        prompts = _pool_prompts(it.prompt_pool, on_policy.n_prompts, prompt_seed)
+        prompts = pool_prompts(it.prompt_pool, on_policy.n_prompts, prompt_seed)
     from evals.generation import DecodingSettings, generate
 
     settings = DecodingSettings(max_new_tokens=on_policy.max_new_tokens, temperature=on_policy.sample_temperature,
@@ -197,7 +206,7 @@ def rank_by_judge(prompts: list[tuple[str, VerifiablePrompt | None]], candidates
     return pairs, dropped
 
 
-def _pool_prompts(source: str, n: int, seed: int) -> list[tuple[str, None]]:
+def pool_prompts(source: str, n: int, seed: int) -> list[tuple[str, None]]:
     texts = []
     for file, line, row in read_rows(source):
         if "prompt" not in row:
@@ -488,7 +497,8 @@ def load_user_pairs(config: ExperimentConfig, tokenizer=None) -> PreferenceData:
         raise DataError(f"{source}: the data has no rows")
     feedback_dropped: Counter = Counter()
     if config.data.feedback is not None:
-        rows, feedback_dropped = _select_feedback(rows, config, errors)
+        rows, feedback_dropped, now = _select_feedback(rows, config, errors)
+        source = f"{source} (feedback as of {now.isoformat(timespec='seconds')})"  # logged with the run's data stats
         if not rows and not errors:
             detail = ", ".join(f"{k}: {v}" for k, v in feedback_dropped.items())
             raise DataError(f"{source}: no feedback rows left after the data.feedback filters ({detail})")
@@ -502,7 +512,7 @@ def load_user_pairs(config: ExperimentConfig, tokenizer=None) -> PreferenceData:
     return data
 
 
-def _select_feedback(rows, config: ExperimentConfig, errors: list) -> tuple[list, Counter]:
+def _select_feedback(rows, config: ExperimentConfig, errors: list) -> tuple[list, Counter, Any]:
     from harness.feedback import feedback_pairs, select_feedback
     from harness.variants import VARIANTS
 
@@ -511,7 +521,7 @@ def _select_feedback(rows, config: ExperimentConfig, errors: list) -> tuple[list
     as_pairs = fb.as_pairs if fb.as_pairs is not None else VARIANTS.get(config.variant).data_shape == "paired"
     if as_pairs:
         selection = feedback_pairs(selection)
-    return selection.rows, selection.dropped
+    return selection.rows, selection.dropped, selection.now
 
 
 def load_preference_data(config: ExperimentConfig, base_model=None, tokenizer=None, model_fingerprint: str = "") -> PreferenceData:

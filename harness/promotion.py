@@ -28,7 +28,7 @@ def record_decision(tracker, decision: GateDecision, *, name: str = "gate_decisi
 
 
 def decide_and_promote(tracker, registry, decide: Callable[[dict | None], GateDecision], *, cell: str,
-                       max_rounds: int = 5) -> PromotionOutcome:
+                       max_rounds: int = 5, version_tags: dict[str, str] | None = None) -> PromotionOutcome:
     """decide(champion_metrics or None) -> GateDecision; promote when it says PROMOTE and the champion
     has not changed between deciding and moving the alias."""
     version = None
@@ -40,7 +40,8 @@ def decide_and_promote(tracker, registry, decide: Callable[[dict | None], GateDe
             break
         if version is None:
             version = tracker.create_version(registry.model_name, "checkpoint",
-                                             tags={"harness.cell": cell, "harness.validated": "true"})
+                                             tags={"harness.cell": cell, "harness.validated": "true",
+                                                   **(version_tags or {})})
         if tracker.champion(registry.model_name, registry.alias) == seen:  # nobody moved it meanwhile
             tracker.set_alias(registry.model_name, registry.alias, version)
             tracker.set_tags({"harness.model_version": version, "harness.promoted": "true"})
@@ -85,6 +86,13 @@ def load_recorded(tracker, run_id: str, config_override=None) -> RecordedRun:
     from harness.config import validate_config
 
     run = tracker.client.get_run(run_id)
+    if run.data.tags.get("harness.role") == "iterative":
+        from harness.errors import HarnessInputError
+
+        rounds = [r.info.run_id for r in tracker.client.search_runs(
+            [run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'")]
+        raise HarnessInputError(f"run {run_id} is an iterative experiment's parent run; gate or promote one of its "
+                                f"rounds: {', '.join(rounds) or 'none recorded'}")
     all_metrics = dict(run.data.metrics)
     config = config_override or validate_config(tracker.load_json(run_id, "config.json"), source=f"run {run_id} config.json")
     # data/ counters are not measurements; the off-policy diagnostic (data/*_logp_*, data/offpolicy_*) is
@@ -110,10 +118,10 @@ def regate(recorded: RecordedRun, champion_metrics: dict | None, *, against: str
 
     config = recorded.config
     rules = effective_rules(config.gate, config.eval.domain_tasks)
-    if recorded.start and config.iteration.gate_vs_start:  # an iterative round >= 2, gated as it was
-        rules += rules_vs_start(rules)
     if against:
         rules = [r.model_copy(update={"against": against}) for r in rules]
+    if recorded.start and config.iteration.gate_vs_start:  # an iterative round >= 2: its start rules as recorded
+        rules += rules_vs_start(effective_rules(config.gate, config.eval.domain_tasks))
     baselines = {"reference": recorded.reference, "start": recorded.start or recorded.reference,
                  "champion": champion_metrics}
     return gate(recorded.metrics, baselines, rules,

@@ -62,7 +62,11 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[Sw
     except ValidationError as exc:
         raise ConfigError(f"{path}: {len(exc.errors())} problem(s) in the sweep",
                           [f"{_format_loc(e['loc'])}: {e['msg']}" for e in exc.errors()]) from None
-    return sweep, expand(sweep, source=str(path))
+    cells = expand(sweep, source=str(path))
+    if any(c.iterations > 1 for c in cells):
+        raise ConfigError(f"{path}: iterations > 1 runs through `harness run` (one experiment, its rounds as child "
+                          "runs); a sweep's cells are single passes")
+    return sweep, cells
 
 
 def expand(sweep: SweepConfig, source: str = "<sweep>") -> list[ExperimentConfig]:

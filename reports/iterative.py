@@ -19,7 +19,8 @@ COLUMNS = [
     ("raw win % vs prev", "winrate/win_rate_pct"),
     ("KL k3 vs prev", "kl/seq_kl_k3"),
     ("KL k3 vs start", "kl_vs_start/seq_kl_k3"),
-    ("length ratio", "length/ratio_tokens"),
+    ("length ratio vs prev", "length/ratio_tokens"),
+    ("length ratio vs start", "length_vs_start/ratio_tokens"),
     ("chosen log-p Δ", "chosen_logp/chosen_delta"),
 ]
 
@@ -29,7 +30,7 @@ def _round_row(r: Any, out_dir: Path) -> dict:
     # round 1's reference is the start: its "vs start" figures are its "vs prev" ones
     if r.index == 1:
         m = {**m, "winrate_vs_start/lc_win_rate_pct": m.get("winrate/lc_win_rate_pct"),
-             "kl_vs_start/seq_kl_k3": m.get("kl/seq_kl_k3")}
+             "kl_vs_start/seq_kl_k3": m.get("kl/seq_kl_k3"), "length_vs_start/ratio_tokens": m.get("length/ratio_tokens")}
     report = r.result.report
     return {
         "index": r.index, "run_id": r.result.run_id, "verdict": r.result.verdict,

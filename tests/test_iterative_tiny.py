@@ -118,3 +118,13 @@ def test_regating_a_round_uses_the_same_rules_and_baselines(two_rounds, capsys):
     recorded = {c["name"]: c["passed"] for c in second.decision.to_dict()["checks"]}
     assert {c["name"]: c["passed"] for c in regated["checks"]} == recorded
     assert "arith_no_regression_vs_start" in recorded and "lc_not_worse_vs_start" in recorded
+
+
+def test_gating_the_parent_run_names_its_rounds(two_rounds, capsys):
+    from harness.cli import main
+
+    config, result = two_rounds
+    assert main(["gate", result.run_id, "--output-dir", str(config.output_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "iterative experiment's parent run" in err and result.rounds[0].result.run_id in err
+    assert "Traceback" not in err

@@ -106,3 +106,13 @@ def test_cli_reports_bad_feedback_with_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "thumbs.jsonl" in err and "timestamp" in err and "Traceback" not in err
     assert not (tmp_path / "o" / "mlflow.db").exists()  # nothing recorded for bad input
+
+
+def test_junk_outside_the_window_does_not_stop_the_run(tmp_path):
+    junk = [{"prompt": "old", "response": "x", "thumbs": "meh", "timestamp": "2020-01-01T00:00:00Z",
+             "model_version": "v2"},
+            {"prompt": "v0", "thumbs": None, "timestamp": "2026-11-26T00:00:00Z", "model_version": "v0"}]
+    source = _log(tmp_path, LOG + junk)
+    data = load_preference_data(_config(tmp_path, source, "kto", max_age_days=7, model_versions=["v2"]))
+    assert data.dropped["feedback_too_old"] == 3 and data.dropped["feedback_other_model_version"] == 2
+    assert "feedback as of 2026-11-27T12:00:00+00:00" in data.source  # the window is recorded with the data

@@ -29,7 +29,8 @@ def test_rules_vs_start_cover_comparisons_and_regressions():
              GateRule(name="arith", metric="domain_arith_mc/acc", max_regression=0.05),
              GateRule(name="len", metric="length/ratio_tokens", max=1.5)]
     extra = {r.label: r for r in rules_vs_start(rules)}
-    assert set(extra) == {"lc_vs_start", "kl_vs_start", "arith_vs_start"}
+    assert set(extra) == {"lc_vs_start", "kl_vs_start", "arith_vs_start", "len_vs_start"}
+    assert extra["len_vs_start"].metric == "length_vs_start/ratio_tokens" and extra["len_vs_start"].max == 1.5
     assert extra["lc_vs_start"].metric == "winrate_vs_start/lc_win_rate_pct" and extra["lc_vs_start"].strict
     assert extra["kl_vs_start"].metric == "kl_vs_start/seq_kl_k3" and extra["kl_vs_start"].max == 10
     assert extra["arith_vs_start"].against == "start" and extra["arith_vs_start"].metric == "domain_arith_mc/acc"
@@ -47,6 +48,24 @@ def test_a_start_regression_blocks_even_when_the_previous_round_was_fine():
                     specs=known_metrics())
     assert decision.verdict == "BLOCK"
     assert [c.name for c in decision.failed] == ["arith_vs_start"]
+
+
+def test_a_significant_drift_from_the_start_blocks_though_each_round_step_was_noise():
+    from evals.catalog import known_metrics
+    from harness.gate import gate
+
+    rules = [GateRule(name="arith", metric="domain_arith_mc/acc", max_regression=0.05, significance=0.05)]
+    rules += rules_vs_start(rules)
+    summary = {"domain_arith_mc/acc": 0.52,
+               "domain_arith_mc/acc_delta_pvalue": 0.5,            # vs round k-1 (0.56): not significant
+               "domain_arith_mc/acc_delta_vs_start_pvalue": 0.01}  # vs the start (0.60): significant
+    baselines = {"reference": {"domain_arith_mc/acc": 0.56}, "start": {"domain_arith_mc/acc": 0.60}}
+    decision = gate(summary, baselines, rules, specs=known_metrics())
+    assert [c.name for c in decision.failed] == ["arith_vs_start"] and "p=0.01" in decision.failed[0].reason
+    # the same drift with no significant paired test against the start passes as noise
+    decision = gate({**summary, "domain_arith_mc/acc_delta_vs_start_pvalue": 0.3}, baselines, rules,
+                    specs=known_metrics())
+    assert decision.verdict == "PROMOTE"
 
 
 def test_round_hooks_select_their_round():
@@ -79,3 +98,26 @@ def test_report_says_why_the_loop_ended_and_escapes_it(tmp_path):
                               cell="c", run_id="p", verdict="BLOCK", promoted_round=1, stop_reason="round 2 blocked")
     html = render_iterative_report(blocked, config, tmp_path / "b.html").read_text()
     assert "Stopped at round 2" in html and "lc: 41 &lt; 50" in html and "nothing past round 1 was promoted" in html
+
+
+def test_a_sweep_refuses_iterative_cells():
+    import pytest
+
+    from harness.errors import ConfigError
+    from harness.sweep import load_sweep
+    from tests.conftest import REPO
+
+    with pytest.raises(ConfigError, match="iterations > 1 runs through `harness run`"):
+        load_sweep(REPO / "experiments" / "tiny_sweep.yaml", ["iterations=2"])
+
+
+def test_an_unknown_builtin_pool_is_a_config_error():
+    import pytest
+
+    from harness.config import validate_config
+    from harness.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        validate_config({"model": {"name": "embedded:tiny"}, "variant": "dpo", "iterations": 2,
+                         "iteration": {"prompt_pool": "builtin:verifyable"}})
+    assert "unknown built-in pool 'builtin:verifyable'" in str(info.value) + str(getattr(info.value, "problems", ""))
