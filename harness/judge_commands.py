@@ -18,7 +18,7 @@ def add_judge_commands(subparsers) -> None:
     cal = judge_sub.add_parser(
         "calibrate", help="agreement with human labels, position and length bias, ties and cost of a judge",
         description="Judge human-labelled pairs (chosen = the human pick) in both orders and report agreement "
-                    "(Wilson 95%% interval), position bias, length bias against the humans', tie rate and cost. "
+                    "(Wilson 95 percent interval), position bias, length bias against the humans', tie rate and cost. "
                     "The result is stored in MLflow under the judge's fingerprint; every cell judged by the same "
                     "judge then carries judge/* metrics a gate rule can require. Exit 0 calibrated, 1 the judge "
                     "failed, 2 bad input.")
