@@ -16,7 +16,6 @@ from reports.experiment import _atomic_write, _env, _fig_html, _finite, _layout,
 COLUMNS = [
     ("LC win % vs prev", "winrate/lc_win_rate_pct"),
     ("LC win % vs start", "winrate_vs_start/lc_win_rate_pct"),
-    ("raw win % vs prev", "winrate/win_rate_pct"),
     ("KL k3 vs prev", "kl/seq_kl_k3"),
     ("KL k3 vs start", "kl_vs_start/seq_kl_k3"),
     ("length ratio vs prev", "length/ratio_tokens"),
@@ -80,6 +79,10 @@ def render_iterative_report(outcome: Any, config: Any, out_path: Path) -> Path:
     return out_path
 
 
+def _count(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
 def render_iterative_from_mlflow(tracker, run_id: str, out_path: Path, children: list) -> Path:
     """Rebuild the page from the parent run and its round runs (`harness report PARENT_RUN_ID`)."""
     from types import SimpleNamespace
@@ -96,7 +99,7 @@ def render_iterative_from_mlflow(tracker, run_id: str, out_path: Path, children:
                                  report="", decision=decision)
         rounds.append(SimpleNamespace(index=int(t.get("harness.round", "0")), result=result,
                                       reference={"round": int(t.get("harness.reference_round", "0"))},
-                                      data={"pairs": child.data.metrics.get("data/pairs")}))
+                                      data={"pairs": _count(child.data.metrics.get("data/pairs"))}))
     promoted = tags.get("harness.promoted_round", "-")
     stop_reason = tags.get("harness.stop_reason", "-")
     outcome = SimpleNamespace(rounds=rounds, cell=tags.get("harness.cell", run_id), run_id=run_id,
