@@ -443,18 +443,27 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks,
     tracker.log_artifact(cell_dir / "generations.jsonl")
     from reports.experiment import render_experiment_report
 
-    # The decision is made and recorded; a report that cannot render is a broken view, not a failed
-    # experiment (failing here would mark a promoted run FAILED). Recorded, and the path says so.
-    try:
-        report = str(render_experiment_report(result_doc, cell_dir / "report.html").resolve())
-        tracker.log_artifact(Path(report))
-    except Exception as exc:
-        report = ""
-        tracker.set_tags({"harness.report_error": f"{type(exc).__name__}: {exc}"[:1000]})
-        console.print(f"  [red]report failed:[/] {type(exc).__name__}: {exc}")
+    def render() -> Path:
+        path = render_experiment_report(result_doc, cell_dir / "report.html")
+        tracker.log_artifact(path)
+        return path
+
+    report = report_or_recorded_failure(tracker, render, lambda msg: console.print(f"  [red]{msg}[/]"))
     return ExperimentResult(run_id=tracker.run_id, cell=cell, verdict=decision.verdict, metrics=metrics,
                             decision=decision, report=report, errors=errors, champion_version=version,
                             policy_fingerprint=policy_fp, adapter_dir=trained.adapter_dir, policy=policy)
+
+
+def report_or_recorded_failure(tracker, render: Callable[[], Path], say: Callable[[str], None]) -> str:
+    """The report's path, or "" with the error in the run's tags. The decision is made and recorded by
+    then; a report that cannot render is a broken view, not a failed experiment or sweep (failing here
+    would mark a promoted run FAILED)."""
+    try:
+        return str(render().resolve())
+    except Exception as exc:
+        tracker.set_tags({"harness.report_error": f"{type(exc).__name__}: {exc}"[:1000]})
+        say(f"report failed: {type(exc).__name__}: {exc}")
+        return ""
 
 
 def redacted_config(config: ExperimentConfig) -> dict:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from harness.config import ExperimentConfig
 from harness.experiment import (ExperimentResult, check_output_dir, console, ended_as_finished_or_failed,
-                               recorded_cell_run, redacted_config)
+                               recorded_cell_run, redacted_config, report_or_recorded_failure)
 from harness.gate import PROMOTE
 
 
@@ -162,11 +162,9 @@ def run_iterative(config: ExperimentConfig, *, config_path: str = "", hooks: dic
 def _write_report(outcome: IterativeResult, config: ExperimentConfig, tracker) -> str:
     from reports.iterative import render_iterative_report
 
-    try:
+    def render() -> Path:
         path = render_iterative_report(outcome, config, config.output_dir / "iterative" / outcome.cell / "report.html")
         tracker.log_artifact(path)
-        return str(path.resolve())
-    except Exception as exc:  # a broken view must not turn a decided experiment into a failed one
-        tracker.set_tags({"harness.report_error": f"{type(exc).__name__}: {exc}"[:1000]})
-        console.print(f"  [red]report failed:[/] {type(exc).__name__}: {exc}")
-        return ""
+        return path
+
+    return report_or_recorded_failure(tracker, render, lambda msg: console.print(f"  [red]{msg}[/]"))

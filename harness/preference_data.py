@@ -123,20 +123,28 @@ def build_builtin(config: ExperimentConfig, base_model=None, tokenizer=None, mod
 
 def pairs_from_candidates(prompts: list[VerifiablePrompt], candidates: list[list[str]], config: ExperimentConfig,
                           source: str, tokenizer=None) -> PreferenceData:
+    pairs, dropped = best_vs_worst([p.text for p in prompts], candidates,
+                                   [[p.score(a) for a in answers] for p, answers in zip(prompts, candidates)])
+    return _finish(pairs, dropped, config, source, tokenizer)
+
+
+def best_vs_worst(prompts: list[str], candidates: list[list[str]], scores: list[list[float]]) -> tuple[list[dict], Counter]:
+    """Per prompt, the best-scored answer as chosen and the worst as rejected (the earliest answer wins
+    a tie for either place); a prompt whose scores are all equal, or whose two answers are the same
+    text or empty, gives no pair and is counted under that reason."""
     pairs, dropped = [], Counter()
-    for prompt, answers in zip(prompts, candidates):
-        scored = [(prompt.score(a), i, a) for i, a in enumerate(answers)]
-        best = max(scored, key=lambda s: (s[0], -s[1]))
-        worst = min(scored, key=lambda s: (s[0], s[1]))
-        if best[0] == worst[0]:
+    for text, answers, score in zip(prompts, candidates, scores):
+        best = max(range(len(answers)), key=lambda i: (score[i], -i))
+        worst = min(range(len(answers)), key=lambda i: (score[i], i))
+        if score[best] == score[worst]:
             dropped["tie"] += 1
-        elif best[2].strip() == worst[2].strip():
+        elif answers[best].strip() == answers[worst].strip():
             dropped["chosen_equals_rejected"] += 1
-        elif not best[2].strip() or not worst[2].strip():
+        elif not answers[best].strip() or not answers[worst].strip():
             dropped["empty_answer"] += 1
         else:
-            pairs.append({"prompt": prompt.text, "chosen": best[2], "rejected": worst[2]})
-    return _finish(pairs, dropped, config, source, tokenizer)
+            pairs.append({"prompt": text, "chosen": answers[best], "rejected": answers[worst]})
+    return pairs, dropped
 
 
 # ------------------------------------------------------------------ iterative rounds
@@ -191,19 +199,7 @@ def rank_by_judge(prompts: list[tuple[str, VerifiablePrompt | None]], candidates
     for (p, i, j), v in zip(owners, verdicts):  # preference 1: first (i) wins, 2: second (j), 1.5: tie
         wins[p][i] += 2.0 - v
         wins[p][j] += v - 1.0
-    pairs, dropped = [], Counter()
-    for (text, _), answers, score in zip(prompts, candidates, wins):
-        best = max(range(len(answers)), key=lambda i: (score[i], -i))
-        worst = min(range(len(answers)), key=lambda i: (score[i], i))
-        if score[best] == score[worst]:
-            dropped["tie"] += 1
-        elif answers[best].strip() == answers[worst].strip():
-            dropped["chosen_equals_rejected"] += 1
-        elif not answers[best].strip() or not answers[worst].strip():
-            dropped["empty_answer"] += 1
-        else:
-            pairs.append({"prompt": text, "chosen": answers[best], "rejected": answers[worst]})
-    return pairs, dropped
+    return best_vs_worst([text for text, _ in prompts], candidates, wins)
 
 
 def pool_prompts(source: str, n: int, seed: int) -> list[tuple[str, None]]:

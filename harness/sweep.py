@@ -296,15 +296,14 @@ def run_sweep(sweep: SweepConfig, cells: list[ExperimentConfig], *, runner: str 
         tracker.set_tags({"harness.champion_run_id": champion[1]})
     done = all(v in ("PROMOTE", "BLOCK") for v in verdicts)
     tracker.set_tags({"harness.status": "finished" if done else "incomplete"})
-    report = None
-    try:
+    from harness.experiment import report_or_recorded_failure
+
+    def render() -> Path:  # attaches the tracker to `parent` itself: a failure is tagged there too
         from reports.from_mlflow import render_from_mlflow
 
-        report = str(render_from_mlflow(tracker, parent).resolve())
-    except Exception as exc:  # a broken view must not turn finished cells into a failed sweep
-        tracker.run_id = parent
-        tracker.set_tags({"harness.report_error": f"{type(exc).__name__}: {exc}"[:1000]})
-        progress(f"report failed: {type(exc).__name__}: {exc}")
+        return render_from_mlflow(tracker, parent)
+
+    report = report_or_recorded_failure(tracker, render, progress) or None
     tracker.run_id = parent
     tracker.end_run("FINISHED" if done else "FAILED")
     return SweepResult(sweep.name, key, parent, rows, csv_path, report)

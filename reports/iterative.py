@@ -24,12 +24,18 @@ COLUMNS = [
 ]
 
 
-def _round_row(r: Any, out_dir: Path) -> dict:
+def _round_metrics(r: Any) -> dict:
+    """Round 1's reference is the start: its "vs start" figures are its "vs prev" ones."""
     m = r.result.metrics
-    # round 1's reference is the start: its "vs start" figures are its "vs prev" ones
-    if r.index == 1:
-        m = {**m, "winrate_vs_start/lc_win_rate_pct": m.get("winrate/lc_win_rate_pct"),
-             "kl_vs_start/seq_kl_k3": m.get("kl/seq_kl_k3"), "length_vs_start/ratio_tokens": m.get("length/ratio_tokens")}
+    if r.index != 1:
+        return m
+    from evals.vs_start import against_start
+
+    return m | against_start(m)
+
+
+def _round_row(r: Any, out_dir: Path) -> dict:
+    m = _round_metrics(r)
     report = r.result.report
     return {
         "index": r.index, "run_id": r.result.run_id, "verdict": r.result.verdict,
@@ -48,8 +54,8 @@ def _rounds_plot(rows: list[Any]):
     fig = make_subplots(rows=1, cols=2, subplot_titles=("LC win rate (%)", "KL k3 (nats/sequence)"))
     for col, (key_prev, key_start) in enumerate((("winrate/lc_win_rate_pct", "winrate_vs_start/lc_win_rate_pct"),
                                                  ("kl/seq_kl_k3", "kl_vs_start/seq_kl_k3")), start=1):
-        prev = [_finite(r.result.metrics.get(key_prev)) for r in rows]
-        start = [_finite(r.result.metrics.get(key_start if r.index > 1 else key_prev)) for r in rows]
+        prev = [_finite(_round_metrics(r).get(key_prev)) for r in rows]
+        start = [_finite(_round_metrics(r).get(key_start)) for r in rows]
         fig.add_trace(go.Scatter(x=x, y=prev, mode="lines+markers", name="vs previous round",
                                  line={"color": "#4c6ef5"}, showlegend=col == 1), row=1, col=col)
         fig.add_trace(go.Scatter(x=x, y=start, mode="lines+markers", name="vs starting model",
