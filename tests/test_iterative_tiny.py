@@ -8,16 +8,17 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.timeout(900)
 
 
-def _config(out, model_cache, *sets):
-    return load_config(REPO / "experiments" / "tiny_iterative.yaml",
-                       [f"output_dir={out}", f"cache_dir={model_cache}", *sets])
+def _config(out, *sets):
+    # its own cache (under output_dir): the rounds' data, generations and reference results stay out of
+    # the session's shared cache, whose contents other tests count
+    return load_config(REPO / "experiments" / "tiny_iterative.yaml", [f"output_dir={out}", *sets])
 
 
 @pytest.fixture(scope="module")
-def two_rounds(tmp_path_factory, model_cache):
+def two_rounds(tmp_path_factory):
     from harness.experiment import run_experiment
 
-    config = _config(tmp_path_factory.mktemp("iterative") / "runs", model_cache)
+    config = _config(tmp_path_factory.mktemp("iterative") / "runs")
     return config, run_experiment(config)
 
 
@@ -84,11 +85,11 @@ def test_json_has_rounds_and_report_shows_them(two_rounds, tmp_path, capsys):
     assert f"{kl_vs_start:.4f}".rstrip("0").rstrip(".") in rebuilt
 
 
-def test_a_regressing_round_stops_the_loop_and_keeps_the_previous_champion(tmp_path, model_cache):
+def test_a_regressing_round_stops_the_loop_and_keeps_the_previous_champion(tmp_path):
     from harness.experiment import run_experiment
     from harness.tracking import Tracker
 
-    config = _config(tmp_path / "runs", model_cache, "iterations=3", "training.max_steps=3", "eval.n_prompts=6",
+    config = _config(tmp_path / "runs", "iterations=3", "training.max_steps=3", "eval.n_prompts=6",
                      "eval.kl.n_prompts=4", "eval.domain_limit=6")
 
     def regress(metrics):  # round 2's policy measured as clearly worse than round 1
