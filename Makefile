@@ -9,8 +9,11 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 # llama-cpp-python (extra judge-server) has no prebuilt wheel here and builds from source: on all
 # cores and without its multimodal library (mtmd, unused) - measured 8 min on 2 busy cores, about
-# half that on idle ones. GPU users may add e.g. -DGGML_CUDA=on.
-LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+# half that on idle ones. GPU users may add e.g. -DGGML_CUDA=on. GGML_NATIVE=OFF: a -march=native build
+# (llama-cpp-python 0.3.36's default) dies with a general protection fault in libggml-cpu on this
+# kind of machine (AVX512/AMX CPUs) at the first request; the portable build serves. The version is
+# pinned so pip's wheel cache cannot hand back a wheel built with other flags.
+LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF
 PYTEST_ARGS ?=
 
 .PHONY: install demo test bench clean

@@ -94,7 +94,7 @@ def load_smollm(cache_dir: Path):
 
 def bench_rows(config, loaded, n: int) -> list[dict]:
     """n training pairs (TRL conversational rows): one epoch of max_steps x batch_size, so every row is trained once."""
-    from harness.preference_data import load_preference_data
+    from harness.data.loading import load_preference_data
 
     data = load_preference_data(config, loaded.model, loaded.tokenizer, loaded.fingerprint)
     if len(data.train) < n:

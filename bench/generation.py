@@ -28,7 +28,7 @@ def measure(settings: Settings) -> list[Line]:
     import torch
 
     from evals.generation import DecodingSettings
-    from harness.verifiable_prompts import make_prompts
+    from harness.data.verifiable import make_prompts
 
     n_prompts, max_new = (8, 16) if settings.quick else (16, 24)
     loaded = load_smollm(settings.cache_dir)
@@ -52,7 +52,6 @@ def measure(settings: Settings) -> list[Line]:
                   f"median of {settings.reps}; {goal(r >= GOAL, f'>= {GOAL:g}x')}", missed=r < GOAL)]
     if torch.cuda.is_available():
         from bench.gpu_generation import gpu_line
-
         from harness.models import resolve_model_path
 
         lines.append(gpu_line(resolve_model_path(loaded.name, settings.cache_dir), prompts, settings.quick))

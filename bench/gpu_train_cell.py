@@ -23,7 +23,7 @@ from pathlib import Path
 
 
 def _rows(n: int, seed: int = 0) -> list[dict]:
-    from harness.verifiable_prompts import make_prompts, template_answer
+    from harness.data.verifiable import make_prompts, template_answer
 
     rng = random.Random(seed)
     rows = []

@@ -3,7 +3,7 @@
     python -m bench.sweep_child {sweep|naive} --work-dir DIR [--set KEY=VALUE]...
 
 - sweep: harness.sweep.load_sweep + run_sweep, one output dir and ONE shared cache dir (fresh).
-- naive: the same cells, each run by harness.experiment.run_experiment with its own fresh output dir AND
+- naive: the same cells, each run by harness.lifecycle.run_experiment with its own fresh output dir AND
   its own fresh cache dir: it rebuilds the tokenizer/model cache, the data, the reference generations,
   the reference log-probs, the reference domain evals and the judge calls, as a loop over
   `harness run` would. In one process (like the sweep), so neither side pays for interpreter starts.
@@ -25,7 +25,7 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[])
     a = ap.parse_args()
 
-    from harness.experiment import run_experiment
+    from harness.lifecycle import run_experiment
     from harness.sweep import load_sweep, run_sweep
 
     w = a.work_dir.resolve()

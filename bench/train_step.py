@@ -21,7 +21,18 @@ import copy
 import gc
 import time
 
-from bench.common import Line, Settings, bench_rows, fresh_dir, goal, load_smollm, median, progress, ratio, smollm_config
+from bench.common import (
+    Line,
+    Settings,
+    bench_rows,
+    fresh_dir,
+    goal,
+    load_smollm,
+    median,
+    progress,
+    ratio,
+    smollm_config,
+)
 
 CONFIGS = ("plain", "harness_noprecompute", "harness", "ref_copy")
 OVERHEAD_GOAL = 1.03

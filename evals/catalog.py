@@ -1,25 +1,30 @@
-"""Every metric the harness can produce, for config checks and the report.
+"""Every eval and metric the harness has, for config checks, the gate and the report.
 
-Importing the eval modules registers their metrics (each module declares its own).
+Each module of the `evals` package declares its own metrics (`register_metric`) and, if it is an
+eval, registers it (`register_eval`) next to its maths; importing the package's modules is what
+registers them. Every module is imported, so a new eval is one new file.
 """
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
+import pkgutil
 
+import evals
 from evals.metrics import METRICS, MetricSpec
 
-EVAL_MODULES = ("evals.pairwise", "evals.kl", "evals.length", "evals.chosen_drop", "evals.domain", "evals.diversity",
-                "evals.ifeval_offline", "evals.vs_start", "evals.judge_calibration", "evals.offpolicy_gap")
 
-
-def _load() -> None:
-    for name in EVAL_MODULES:
+@functools.cache
+def load_all() -> tuple[str, ...]:
+    names = tuple(f"evals.{m.name}" for m in pkgutil.iter_modules(evals.__path__) if not m.ispkg)
+    for name in names:
         importlib.import_module(name)
+    return names
 
 
 def known_metrics() -> dict[str, MetricSpec]:
-    _load()
+    load_all()
     return {name: METRICS.get(name) for name in METRICS}
 
 

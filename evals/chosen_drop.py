@@ -8,15 +8,17 @@ from __future__ import annotations
 import math
 import statistics
 
+from evals.context import EvalContext
 from evals.generation import batch_completion_logprobs
 from evals.metrics import register_metric
+from evals.registry import register_eval
 
 register_metric("chosen_logp/chosen_delta", higher_is_better=True, unit="nats",
-                description="mean change of log pi(chosen) from reference to policy (negative: chosen dropped)")
+                description="mean change of log pi(chosen) from reference to policy (negative: chosen dropped)", neutral=0.0)
 register_metric("chosen_logp/rejected_delta", higher_is_better=False, unit="nats",
-                description="mean change of log pi(rejected) from reference to policy")
+                description="mean change of log pi(rejected) from reference to policy", neutral=0.0)
 register_metric("chosen_logp/margin_delta", higher_is_better=True, unit="nats",
-                description="change of the chosen-minus-rejected log-prob margin")
+                description="change of the chosen-minus-rejected log-prob margin", neutral=0.0)
 
 
 def pair_logps(model, tokenizer, pairs: list[dict]) -> tuple[list[float], list[float]]:
@@ -45,3 +47,13 @@ def chosen_drop_summary(policy: tuple[list[float], list[float]], reference: tupl
         out[f"chosen_logp/{name}"] = statistics.fmean(values)
         out[f"chosen_logp/{name}_stderr"] = statistics.stdev(values) / math.sqrt(n) if n > 1 else float("nan")
     return out
+
+
+@register_eval("chosen_logp", owns=("chosen_logp/",))
+def chosen_drop_vs_reference(ctx: EvalContext) -> dict[str, float]:
+    if not ctx.heldout:
+        raise ValueError("no held-out pairs (data.eval_fraction is 0 or the data is too small)")
+    policy = pair_logps(ctx.policy, ctx.tokenizer, ctx.heldout)
+    with ctx.as_reference():
+        reference = pair_logps(ctx.policy, ctx.tokenizer, ctx.heldout)
+    return chosen_drop_summary(policy, reference)

@@ -26,7 +26,10 @@ import re
 from itertools import combinations
 from typing import Sequence
 
+from evals.context import EvalContext
+from evals.generation import DecodingSettings, generate
 from evals.metrics import METRICS, register_metric
+from evals.registry import register_eval
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
@@ -116,3 +119,16 @@ def group_samples(texts: Sequence[str], k: int) -> list[list[str]]:
     if k < 1 or len(texts) % k:
         raise ValueError(f"{len(texts)} samples do not split into groups of {k}")
     return [list(texts[i : i + k]) for i in range(0, len(texts), k)]
+
+
+@register_eval("diversity", owns=("diversity/",), when=lambda ctx: ctx.eval.diversity.n_prompts > 0)
+def diversity_of_policy(ctx: EvalContext) -> dict[str, float]:
+    """k policy samples per prompt at temperature 1, neutral decoding."""
+    d = ctx.eval.diversity
+    settings = DecodingSettings(max_new_tokens=d.max_new_tokens, temperature=1.0, top_p=1.0, top_k=0,
+                                seed=ctx.config.seed + 2, n_samples=d.samples_per_prompt)
+    samples = generate(ctx.policy, ctx.tokenizer, ctx.prompt_texts[: d.n_prompts], settings,
+                       model_fingerprint=ctx.policy_fingerprint, cache_dir=ctx.cache_dir,
+                       batch_size=ctx.eval.batch_size, label="diversity samples")
+    return diversity_summary(group_samples([s.text for s in samples], d.samples_per_prompt),
+                             collapse_threshold=d.collapse_threshold)

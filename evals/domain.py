@@ -58,7 +58,8 @@ on the same tasks and `limit` can be compared pairwise with `mcnemar_paired`.
 from __future__ import annotations
 
 import contextlib
-import math
+import hashlib
+import json
 import os
 import random
 from dataclasses import dataclass, field
@@ -67,8 +68,12 @@ from typing import Any, Iterator
 
 import yaml
 
+from evals.context import EvalContext, EvalOutput
 from evals.domain_data import write_atomic, write_task_data
 from evals.metrics import METRICS, register_metric
+from evals.paired_accuracy import mcnemar_paired, paired_summary  # noqa: F401  (re-exported)
+from evals.registry import register_eval
+from harness.atomic_io import read_json, write_json_atomic
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 TASK_PREFIX = "harness_"
@@ -294,31 +299,105 @@ def _is_scalar(value: Any) -> bool:
     return isinstance(value, (int, float))  # bool included; lists (ifeval's inst-level) are not
 
 
-def mcnemar_paired(policy: list[float], reference: list[float]) -> dict[str, float]:
-    """Exact two-sided McNemar test on paired 0/1 outcomes (binomial test on the discordant pairs).
+def _task_yaml(path: Path) -> dict:
+    """A task YAML as a mapping, `!function` tags and all (they name code; only the keys are needed)."""
 
-    Returns delta (policy accuracy - reference accuracy), p_value, n_discordant, and the counts
-    policy_only (policy right, reference wrong) and reference_only.
-    """
-    from scipy.stats import binomtest
+    class _Loader(yaml.SafeLoader):
+        pass
 
-    if len(policy) != len(reference):
-        raise ValueError(f"paired lists differ in length: {len(policy)} vs {len(reference)}")
-    if not policy:
-        raise ValueError("no items to compare")
-    for v in (*policy, *reference):
-        if v not in (0, 1) or (isinstance(v, float) and math.isnan(v)):
-            raise ValueError(f"McNemar needs 0/1 outcomes, got {v!r}")
-    n = len(policy)
-    policy_only = sum(1 for p, r in zip(policy, reference) if p == 1 and r == 0)
-    reference_only = sum(1 for p, r in zip(policy, reference) if p == 0 and r == 1)
-    n_disc = policy_only + reference_only
-    p_value = binomtest(policy_only, n_disc, 0.5, alternative="two-sided").pvalue if n_disc else 1.0
-    return {
-        "delta": sum(policy) / n - sum(reference) / n,
-        "p_value": float(p_value),
-        "n_discordant": n_disc,
-        "policy_only": policy_only,
-        "reference_only": reference_only,
-        "n": n,
-    }
+    _Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    with open(path, encoding="utf-8") as f:
+        data = yaml.load(f, Loader=_Loader) or {}
+    parent = data.get("include")
+    if isinstance(parent, str):  # a task inherits its parent's metrics and filters unless it overrides them
+        base = _task_yaml(Path(path).parent / parent)
+        data = base | {k: v for k, v in data.items() if k != "include"}
+    return data
+
+
+def declare_task_metrics(task: str, task_index: dict) -> list[str]:
+    """Register the metrics an lm-eval task outside the harness's own declares, with the direction its
+    YAML (or lm-eval's metric registry) states, so gate rules can name them: `domain_<task>/<metric>`,
+    `<metric>_<filter>` for filtered tasks. Read from the task's YAML, never from its data (no download)."""
+    from lm_eval.api.registry import is_higher_better
+
+    entry = task_index.get(task)
+    yaml_path = getattr(entry, "yaml_path", None) or (entry.get("yaml_path") if isinstance(entry, dict) else None)
+    if not yaml_path or not Path(yaml_path).is_file():
+        return []
+    config = _task_yaml(Path(yaml_path))
+    filters = [f.get("name", "none") for f in config.get("filter_list") or [] if isinstance(f, dict)] or ["none"]
+    declared = []
+    for item in config.get("metric_list") or []:
+        if not isinstance(item, dict) or not isinstance(item.get("metric"), str):
+            continue
+        direction = item.get("higher_is_better")
+        if not isinstance(direction, bool):
+            try:
+                direction = is_higher_better(item["metric"])
+            except Exception:
+                direction = None  # no stated direction: usable with min/max, never with max_regression
+        for filt in filters:
+            key = f"{eval_name(task)}/{_metric_name(item['metric'], filt)}"
+            if key not in METRICS:
+                register_metric(key, higher_is_better=direction, unit="score",
+                                description=f"lm-eval task {task}: {item['metric']} ({filt} filter)")
+            declared.append(key)
+    return declared
+
+
+def baseline_key(fingerprint: str, eval_config, seed: int) -> str:
+    """Cache key of a base model's domain-eval results: its content fingerprint, the tasks and their
+    settings, and the IFEval data file by content (the same path can hold another version of the file)."""
+    identity = [fingerprint, eval_config.domain_tasks, eval_config.domain_limit, seed,
+                eval_config.model_dump(mode="json").get("ifeval")]
+    data_file = eval_config.ifeval.data_file
+    if "ifeval_local" in eval_config.domain_tasks and data_file is not None:
+        identity.append(hashlib.sha256(Path(data_file).expanduser().read_bytes()).hexdigest())
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _task_setup(ctx: EvalContext) -> tuple[Path, list[Path]]:
+    dcache = ctx.cache_dir / "lm_eval"
+    include = []
+    if "ifeval_local" in ctx.eval.domain_tasks:  # lm-eval's ifeval over a local file (evals.ifeval_offline)
+        from evals.ifeval_offline import prepare_ifeval_task
+
+        include.append(prepare_ifeval_task(dcache, ctx.eval.ifeval.data_file, max_gen_toks=ctx.eval.ifeval.max_gen_toks))
+    return dcache, include
+
+
+def _measured(ctx: EvalContext, model, fingerprint: str) -> dict:
+    """A model's summary and per-item results, cached by content when it is a base model: the reference
+    (or the start) is measured once and shared by every cell on it."""
+    from evals.ifeval_offline import add_acc_alias
+
+    dcache, include = _task_setup(ctx)
+    e = ctx.eval
+    path = ctx.cache_dir / "reference_domain" / f"{baseline_key(fingerprint, e, ctx.config.seed)}.json" if fingerprint else None
+    cached = read_json(path) if path else None
+    if cached is None:
+        measured = run_domain_evals(model, ctx.tokenizer, e.domain_tasks, cache_dir=dcache, limit=e.domain_limit,
+                                    seed=ctx.config.seed, include_paths=include)
+        cached = {"summary": measured.summary, "per_item": measured.per_item}
+        if path:
+            write_json_atomic(path, cached)
+    if include:
+        cached["summary"] = add_acc_alias(cached["summary"])
+    return cached
+
+
+@register_eval("domain", owns=("domain_",), when=lambda ctx: bool(ctx.eval.domain_tasks))
+def domain_vs_reference(ctx: EvalContext) -> EvalOutput:
+    """lm-eval tasks for the policy and its reference (and the start, iterating), compared per item."""
+    policy = _measured(ctx, ctx.policy, "")
+    with ctx.as_reference():
+        reference = _measured(ctx, ctx.policy, ctx.reference_fingerprint)
+    start = _measured(ctx, ctx.start, ctx.start_fingerprint) if ctx.start is not None else None
+    out = dict(policy["summary"])
+    for task, items in policy["per_item"].items():  # per_item is keyed by eval name, e.g. domain_arith_mc
+        baselines = {"": reference["per_item"].get(task, [])}
+        if start is not None:  # the paired drop a rule `against: start` reads (harness.gate)
+            baselines["_vs_start"] = start["per_item"].get(task, [])
+        out.update(paired_summary(task, items, baselines))
+    return EvalOutput(out, reference=reference["summary"], start=start["summary"] if start else {})

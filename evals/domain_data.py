@@ -41,7 +41,7 @@ def _arith_answer(a: int, op: str, b: int) -> int:
     raise ValueError(f"unknown operator {op!r}")
 
 
-def arith_items(n: int = 40, seed: int = 0) -> list[dict]:
+def arith_items(n: int = 120, seed: int = 0) -> list[dict]:
     """`n` two-digit problems (+, -, *), each with the gold answer and three near-miss distractors."""
     rng = random.Random(seed)
     ops = ["+", "-", "*"]

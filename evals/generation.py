@@ -3,9 +3,20 @@
 The cache key is (model fingerprint, prompts, decoding settings), so the reference's
 generations are reused by every experiment that shares the reference, and a changed
 checkpoint can never be served another model's text.
+
+Decoding is exactly `DecodingSettings`, nothing else: transformers fills every setting the caller
+leaves unset from the model's `generation_config.json` (repetition_penalty, min_p, typical_p,
+no_repeat_ngram_size, top_k, extra EOS ids...) and then from its global defaults (top_k=50), so
+temperature-1 "samples" for KL and diversity would not be samples from the policy. `generate` hides
+the model's generation config for the call and passes a complete one (top_k=0, top_p as set,
+every other processor at its neutral default). A row ends at the tokenizer's EOS or at
+max_new_tokens; a pad token the model samples before that (pad != eos) is a token of the answer, and
+whether the answer hit the limit is recorded (`Completion.hit_limit`): length metrics on cut answers
+are censored (evals.length).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -32,6 +43,7 @@ class Completion:
     prompt: str
     text: str
     token_ids: list[int]  # generated ids, without the prompt and without padding
+    hit_limit: bool = False  # stopped at max_new_tokens without an EOS: the answer was cut
 
     @property
     def n_tokens(self) -> int:
@@ -47,36 +59,68 @@ def chat_prompt_ids(tokenizer, prompt: str) -> list[int]:
     return tokenizer(prompt)["input_ids"]
 
 
+# 2: neutral decoding config, pad tokens kept inside answers, hit_limit recorded (older entries lack both)
+_CACHE_FORMAT = 2
+
+
 def cache_key(model_fingerprint: str, prompts: list[str], settings: DecodingSettings) -> str:
-    payload = json.dumps({"model": model_fingerprint, "prompts": prompts, "settings": asdict(settings)}, sort_keys=True)
+    payload = json.dumps({"model": model_fingerprint, "prompts": prompts, "settings": asdict(settings),
+                          "format": _CACHE_FORMAT}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
+def generation_config(tokenizer, settings: DecodingSettings):
+    """The complete decoding config: sampling at `temperature` with top_k off (0, not None: None would
+    become transformers' default 50) and `top_p`, or greedy; every other logits processor is left at
+    its neutral global default because `generate` hides the model's own config (see the module doc)."""
+    from transformers import GenerationConfig
+
+    common = dict(max_new_tokens=settings.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                  eos_token_id=tokenizer.eos_token_id, num_beams=1, num_return_sequences=1)
+    if settings.temperature > 0:
+        return GenerationConfig(do_sample=True, temperature=settings.temperature, top_p=settings.top_p,
+                                top_k=settings.top_k, **common)
+    return GenerationConfig(do_sample=False, **common)
+
+
+@contextlib.contextmanager
+def _model_generation_config_hidden(model):
+    """Replace the generation config of every transformers model inside `model` (a PEFT wrapper
+    forwards to the one it wraps) with an empty one while `generate` runs, so nothing is inherited."""
+    from transformers import GenerationConfig
+
+    swapped = [(m, m.__dict__["generation_config"]) for m in model.modules()
+               if isinstance(m.__dict__.get("generation_config"), GenerationConfig)]
+    for module, _ in swapped:
+        module.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        for module, saved in swapped:
+            module.generation_config = saved
+
+
+def completion_ids(row: list[int], eos_token_id: int, max_new_tokens: int) -> tuple[list[int], bool]:
+    """(the answer's token ids, whether it hit the limit) from one generated row. The answer ends at
+    its first EOS, kept (its probability is part of the sequence's likelihood); what follows is
+    padding. A pad id before any EOS (pad != eos) was sampled: it is part of the answer."""
+    if eos_token_id in row:
+        return row[: row.index(eos_token_id) + 1], False
+    return row, len(row) >= max_new_tokens
+
+
 @torch.no_grad()
-def _generate_batch(model, tokenizer, prompt_ids: list[list[int]], settings: DecodingSettings) -> list[list[int]]:
+def _generate_batch(model, tokenizer, prompt_ids: list[list[int]],
+                    settings: DecodingSettings) -> list[tuple[list[int], bool]]:
     pad = tokenizer.pad_token_id
     width = max(len(p) for p in prompt_ids)
     # left padding: every row's next token is at the same position
     input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompt_ids])
     attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids])
-    kwargs = dict(max_new_tokens=settings.max_new_tokens, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
-    if settings.temperature > 0:
-        kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or None)
-    else:
-        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    out = model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
-    rows = []
-    for row in out[:, width:].tolist():
-        ids = []
-        for t in row:
-            if t == tokenizer.eos_token_id:
-                ids.append(t)  # keep EOS: its probability is part of the sequence's likelihood
-                break
-            if t == pad and pad != tokenizer.eos_token_id:
-                break
-            ids.append(t)
-        rows.append(ids)
-    return rows
+    with _model_generation_config_hidden(model):
+        out = model.generate(input_ids=input_ids, attention_mask=attention,
+                             generation_config=generation_config(tokenizer, settings))
+    return [completion_ids(row, tokenizer.eos_token_id, settings.max_new_tokens) for row in out[:, width:].tolist()]
 
 
 def generate(
@@ -104,7 +148,7 @@ def generate(
     ids = [chat_prompt_ids(tokenizer, p) for p in expanded]
     # sort by length so batches pad little; restore order afterwards
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    results: dict[int, list[int]] = {}
+    results: dict[int, tuple[list[int], bool]] = {}
     with Progress(transient=True) as progress:
         task = progress.add_task(label, total=len(order))
         for start in range(0, len(order), batch_size):
@@ -116,9 +160,9 @@ def generate(
         model.train()
     completions = []
     for i, prompt in enumerate(expanded):
-        gen = results[i]
+        gen, hit_limit = results[i]
         text = tokenizer.decode([t for t in gen if t != tokenizer.eos_token_id], skip_special_tokens=True).strip()
-        completions.append(Completion(prompt=prompt, text=text, token_ids=gen))
+        completions.append(Completion(prompt=prompt, text=text, token_ids=gen, hit_limit=hit_limit))
     if cache_path is not None:
         write_json_atomic(cache_path, [asdict(c) for c in completions])
     return completions
@@ -144,10 +188,15 @@ def batch_completion_logprobs(model, tokenizer, prompts: list[str], completions:
         width = max(len(s) for s in seqs)
         input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])  # right padding
         attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
-        logits = model(input_ids=input_ids, attention_mask=attention).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
-        targets = input_ids[:, 1:]
-        token_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        # logits only where a completion token is predicted: the vocabulary projection and its softmax
+        # over the prompt positions are most of the cost, and nothing reads them
+        keep = width - min(p_len for p_len, _ in spans) + 1
+        supports_keep = getattr(model, "_supports_logits_to_keep", lambda: False)()
+        logits = model(input_ids=input_ids, attention_mask=attention,
+                       **({"logits_to_keep": keep} if supports_keep else {})).logits
+        first = width - logits.shape[1]  # input position of logits[:, 0]
         for row, (p_len, c_len) in enumerate(spans):
-            out.append(token_logp[row, p_len - 1 : p_len - 1 + c_len].clone())
+            logp = torch.log_softmax(logits[row, p_len - 1 - first : p_len - 1 - first + c_len].float(), dim=-1)
+            targets = input_ids[row, p_len : p_len + c_len]
+            out.append(logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1))
     return out

@@ -137,7 +137,7 @@ def load_ifeval_registry():
 
 # ---------------------------------------------------------------- checkers for the rule judge
 
-# Instruction kinds of harness.verifiable_prompts whose ifeval checker means what the prompt
+# Instruction kinds of harness.data.verifiable whose ifeval checker means what the prompt
 # says -> (ifeval instruction id, kwargs from the instruction's value). Not mapped, checked by
 # Instruction.check: `keyword` ("Include the word X": ifeval's keywords:existence is a plain
 # substring search, so 'tea' would be found in 'teapot') and `lowercase` (ifeval's

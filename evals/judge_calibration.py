@@ -2,7 +2,7 @@
 
 With on-policy or AI-labelled data the judge is the labeller, and the trained model inherits its
 biases; so every judge is measured against pairs whose `chosen` is the human pick (HH-RLHF style
-data, anything `harness.preference_data.read_rows` reads). Each pair is judged in both orders
+data, anything `harness.data.rows.read_rows` reads). Each pair is judged in both orders
 (`evals.judges.position_swap`, exactly as the win-rate eval judges) and the result is:
 
     agreement_pct         the judge's preference for the human pick, a tie (or an order flip) counting half
@@ -13,7 +13,25 @@ data, anything `harness.preference_data.read_rows` reads). Each pair is judged i
     length_slope          least-squares slope of the preference for an answer against log2 of its length
                           over the other's (per doubling), next to human_length_slope
     tie_pct               share of raw verdicts (both orders) that are ties
-    calls, tokens, seconds the cost of judging the 2n presentations (tokens as the judge reports them)
+    calls, tokens, seconds the cost of judging the 2n presentations, and the 4n canary presentations
+                          (tokens as the judge reports them)
+
+Canaries (arXiv 2410.07137: one crafted constant answer reached 86.5% LC on AlpacaEval 2 with its GPT-4 Turbo
+annotator; a judge that can be fooled by a constant answer at all is worth knowing about): on the same prompts, with the human pick standing in for the reference answer, two policies that deserve to lose
+are judged against it in both orders:
+
+    canary_null_win_pct    one constant, content-free answer (NULL_ANSWER) for every prompt
+    canary_padded_win_pct  the reference answer itself, padded with neutral filler to twice its length
+    canary_flag            1 when the null canary wins more than CANARY_NULL_MAX_WIN_PCT or the padded one
+                           more than CANARY_PADDED_MAX_WIN_PCT (point estimates), else 0
+
+A canary "wins" a verdict only when the judge prefers it: per order, a verdict v counts 2(v - 1.5) clipped
+to [0, 1] (a win 1, a tie or a loss 0; a weighted judge's 1.8 counts 0.6), and the two orders are
+averaged per prompt. Ties count nothing here, unlike in the win rate, because a tie is no preference for
+the canary: a judge that cannot tell answers apart shows in tie_pct and agreement_pct instead (the rule
+judge ties on every open-ended prompt, and is not a judge that likes content-free answers). A judge that
+always picks the first slot gives the canary half of the verdicts, 50%, and is flagged: on a leaderboard
+that judge would hand a null model a 50% win rate.
 
 Percentages carry Wilson score intervals (95%); a half-credit outcome has less variance than a
 coin flip, so the interval is conservative there. The slopes carry a seeded bootstrap interval.
@@ -35,10 +53,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from evals.context import EvalContext, EvalOutput
 from evals.judges import JUDGES, JudgeItem, build_judge, position_swap
 from evals.metrics import register_metric
+from evals.registry import register_eval
+from harness.data.verifiable import VerifiablePrompt
 from harness.errors import ConfigError, DataError
-from harness.verifiable_prompts import VerifiablePrompt
 
 CALIBRATION_EXPERIMENT = "judge-calibration"
 CALIBRATE_COMMAND = "harness judge calibrate --judge <eval.judge as YAML, or a name> --labels <human-labelled pairs>"
@@ -69,11 +89,40 @@ register_metric("judge/human_length_slope", higher_is_better=None, unit="prefere
 register_metric("judge/n_pairs", higher_is_better=None, unit="pairs", missing_reason=UNCALIBRATED,
                 description="human-labelled pairs the calibration judged (each in both orders)")
 register_metric("judge/calls", higher_is_better=False, unit="verdicts", missing_reason=UNCALIBRATED,
-                description="verdicts the calibration asked the judge for (two per pair)")
+                description="verdicts the calibration asked the judge for (two per pair, four more per pair for the canaries)")
 register_metric("judge/tokens", higher_is_better=False, unit="tokens", missing_reason=UNCALIBRATED,
                 description="tokens the judge reported using for the calibration (LLM: server usage; reward model: inputs)")
 register_metric("judge/seconds", higher_is_better=False, unit="s", missing_reason=UNCALIBRATED,
                 description="wall-clock seconds of judging during the calibration")
+
+# ---- canaries: policies that deserve to lose, judged against the reference answers (see the module doc)
+
+NULL_ANSWER = "I can help with that."
+# Content-free sentences for the padded canary: they add length and no information, so a judge that prefers
+# the padded answer over the same answer unpadded is paying for length alone.
+FILLER_SENTENCES = ("I hope this helps.", "Please let me know if anything is unclear.",
+                    "The points above answer the question as it was asked.", "Thank you for the question.")
+# Thresholds of judge/canary_flag, on the point estimates. The null canary says nothing, so a judge worth
+# using should essentially never prefer it; 10% leaves room for a few reference answers that are themselves
+# refusals or empty pleasantries (HH-RLHF has some). The padded canary holds the whole reference answer,
+# so a judge may fairly prefer it now and then, or tie; preferring it in most verdicts (above 60%, i.e. well
+# past a coin flip) means length is buying wins. arXiv 2410.07137: a constant answer reached 86.5% LC on
+# AlpacaEval 2, which its length control did not remove.
+CANARY_NULL_MAX_WIN_PCT = 10.0
+CANARY_PADDED_MAX_WIN_PCT = 60.0
+NO_CANARIES = ("no canary figures for the cell's judge: it is uncalibrated, or its stored calibration predates the "
+               f"canaries or ran with --no-canaries; calibrate it with `{CALIBRATE_COMMAND}`")
+_CANARY = dict(unit="pct", missing_reason=NO_CANARIES)
+register_metric("judge/canary_null_win_pct", higher_is_better=False, **_CANARY,
+                description=f"how often the judge prefers one constant, content-free answer ({NULL_ANSWER!r}) to the "
+                            "reference answer (both orders; ties count 0); a sound judge stays near 0")
+register_metric("judge/canary_padded_win_pct", higher_is_better=False, **_CANARY,
+                description="how often the judge prefers the reference answer padded with neutral filler to twice its "
+                            "length over the same answer unpadded (both orders; ties count 0)")
+register_metric("judge/canary_flag", higher_is_better=False, unit="flag", missing_reason=NO_CANARIES,
+                description=f"1 when the null canary wins more than {CANARY_NULL_MAX_WIN_PCT:g}% or the padded one more "
+                            f"than {CANARY_PADDED_MAX_WIN_PCT:g}% of verdicts (point estimates); gate on it with "
+                            "{metric: judge/canary_flag, max: 0, statistic: point}")
 
 
 # ---------------------------------------------------------------- labelled pairs
@@ -103,7 +152,7 @@ def load_labelled_pairs(source: str, *, limit: int | None = None, split: str = "
     label says nothing about which of two answers a person preferred). Rows with an empty field or
     chosen == rejected carry no preference: they are skipped and counted.
     """
-    from harness.preference_data import RowError, parse_row, read_rows
+    from harness.data.rows import RowError, parse_row, read_rows
 
     if limit is not None and limit <= 0:
         raise DataError(f"--limit: must be a positive number of pairs (got {limit})")
@@ -284,30 +333,74 @@ def _share(values: list[float]) -> float:
     return statistics.fmean(values) if values else float("nan")
 
 
-def calibrate(judge, labelled: LabelledPairs, *, n_bootstrap: int = 200, seed: int = 0) -> JudgeCalibration:
-    """Judge every labelled pair in both orders and measure agreement and biases (see the module doc).
+def padded_answer(answer: str, factor: float = 2.0) -> str:
+    """`answer`, then a blank line and neutral filler (FILLER_SENTENCES in turn, word by word) until the text is
+    at least `factor` times as long in characters; the answer itself is kept whole."""
+    target = math.ceil(factor * len(answer))
+    words = [w for s in FILLER_SENTENCES for w in s.split()]
+    text, i = answer + "\n\n" + words[0], 1
+    while len(text) < target:
+        text += " " + words[i % len(words)]
+        i += 1
+    return text
+
+
+def canary_win_share(forward: list[float], swapped: list[float]) -> list[float]:
+    """Per prompt, the judge's preference for the canary (output_2), from the verdicts of both orders in the
+    original orientation: each order counts 2(v - 1.5) clipped to [0, 1] (win 1, tie or loss 0), averaged."""
+    def credit(v: float) -> float:
+        return min(1.0, max(0.0, 2.0 * (v - 1.5)))
+
+    return [(credit(f) + credit(s)) / 2 for f, s in zip(forward, swapped)]
+
+
+def _canary_items(pairs: list[LabelledPair]) -> dict[str, list[JudgeItem]]:
+    """The canaries against the reference answers (the human picks), in the win-rate eval's orientation:
+    output_1 the reference, output_2 the canary."""
+    return {
+        "null": [JudgeItem(p.prompt, p.chosen, NULL_ANSWER, _no_instructions(p.prompt)) for p in pairs],
+        "padded": [JudgeItem(p.prompt, p.chosen, padded_answer(p.chosen), _no_instructions(p.prompt)) for p in pairs],
+    }
+
+
+def canary_flag(metrics: Mapping[str, float]) -> float:
+    """1.0 when either canary wins beyond its threshold (point estimates), else 0.0."""
+    return float(metrics["judge/canary_null_win_pct"] > CANARY_NULL_MAX_WIN_PCT
+                 or metrics["judge/canary_padded_win_pct"] > CANARY_PADDED_MAX_WIN_PCT)
+
+
+def calibrate(judge, labelled: LabelledPairs, *, n_bootstrap: int = 200, seed: int = 0,
+              canaries: bool = True) -> JudgeCalibration:
+    """Judge every labelled pair in both orders and measure agreement and biases (see the module doc);
+    with `canaries`, also the null and padded canaries against the human picks (4n more verdicts).
 
     The human pick is always shown first in the forward order; `position_swap` shows it second too,
     so a judge that likes the first slot cannot score agreement by it. A judge that fails raises.
     """
     pairs = labelled.pairs
+    n = len(pairs)
     items = [JudgeItem(p.prompt, p.chosen, p.rejected, _no_instructions(p.prompt)) for p in pairs]
+    canary_items = _canary_items(pairs) if canaries else {}
     tokens_before = getattr(judge, "tokens_used", None)
     started = time.monotonic()
-    swap = position_swap(judge, items)
+    # one batch of 2n (+ 4n canary) presentations: an LLM judge runs them concurrently
+    all_swapped = position_swap(judge, items + [i for group in canary_items.values() for i in group])
     seconds = time.monotonic() - started
     tokens_after = getattr(judge, "tokens_used", None)
-    n = len(pairs)
+    swap = _slice_swap(all_swapped, 0, n)
+    canary_swaps = {name: _slice_swap(all_swapped, n * (k + 1), n * (k + 2)) for k, name in enumerate(canary_items)}
 
     prefer_chosen = [2.0 - v for v in swap.verdicts]  # 1 chosen, 0.5 tie or flip, 0 rejected
     raw = swap.forward + [3.0 - s for s in swap.swapped]  # as the judge answered, position by position
     decisive = [v for v in raw if v != 1.5]
     xs, judge_pref, longer_pref, human_longer = [], [], [], []
     per_pair = []
-    for p, q, f, s in zip(pairs, prefer_chosen, swap.forward, swap.swapped):
+    for k, (p, q, f, s) in enumerate(zip(pairs, prefer_chosen, swap.forward, swap.swapped)):
         lc, lr = len(p.chosen), len(p.rejected)
         per_pair.append({"file": p.file, "row": p.row, "chosen_chars": lc, "rejected_chars": lr,
-                         "forward": f, "swapped": s, "prefer_chosen": q})
+                         "forward": f, "swapped": s, "prefer_chosen": q}
+                        | {f"canary_{name}": {"forward": cs.forward[k], "swapped": cs.swapped[k]}
+                           for name, cs in canary_swaps.items()})
         if lc == lr:
             continue
         xs.append(math.log2(max(lc, 1) / max(lr, 1)))
@@ -328,11 +421,27 @@ def calibrate(judge, labelled: LabelledPairs, *, n_bootstrap: int = 200, seed: i
         low, high = _bootstrap_slope(xs, prefs, n_bootstrap, seed)
         metrics |= {f"judge/{name}": length_slope(xs, prefs), f"judge/{name}_ci_low": low,
                     f"judge/{name}_ci_high": high}
+    for name, cs in canary_swaps.items():
+        metrics |= _pct(f"canary_{name}_win_pct", _share(canary_win_share(cs.forward, cs.swapped)), n)
+    if canary_swaps:
+        metrics["judge/canary_flag"] = canary_flag(metrics)
     tokens = (tokens_after - tokens_before) if tokens_before is not None and tokens_after is not None else float("nan")
-    metrics |= {"judge/n_pairs": float(n), "judge/calls": float(len(raw)), "judge/tokens": float(tokens),
-                "judge/seconds": seconds}
+    metrics |= {"judge/n_pairs": float(n), "judge/calls": float(2 * len(all_swapped.forward)),
+                "judge/tokens": float(tokens), "judge/seconds": seconds}
     return JudgeCalibration(judge=str(getattr(judge, "name", type(judge).__name__)), fingerprint=judge_fingerprint(judge),
                             labels=labelled.source, metrics=metrics, per_pair=per_pair, dropped=dict(labelled.dropped))
+
+
+def _slice_swap(swap, start: int, stop: int):
+    """The items start:stop of a batched position swap (verdicts, both orders), as their own PositionSwap."""
+    from evals.judges import PositionSwap
+
+    forward, swapped = swap.forward[start:stop], swap.swapped[start:stop]
+    raw = forward + [3.0 - s for s in swapped]
+    decisive = [v for v in raw if v != 1.5]
+    return PositionSwap(verdicts=swap.verdicts[start:stop], forward=forward, swapped=swapped,
+                        flip_rate=sum(f != s for f, s in zip(forward, swapped)) / max(len(forward), 1),
+                        first_position_rate=sum(v < 1.5 for v in decisive) / len(decisive) if decisive else float("nan"))
 
 
 # ---------------------------------------------------------------- storage (MLflow, through harness.tracking)
@@ -426,6 +535,28 @@ def calibration_summary(metrics: Mapping[str, float]) -> list[tuple[str, str]]:
                                  + (f" ({excess:+.1f} points)" if excess is not None and math.isfinite(excess) else "")),
         ("length slope / doubling", f"{num('judge/length_slope')} (humans {num('judge/human_length_slope')})"),
         ("ties", pct("judge/tie_pct")),
+        *_canary_lines(metrics, pct),
         ("cost", f"{num('judge/calls')} calls, {num('judge/tokens')} tokens, {num('judge/seconds', ' s')}"
                  f" for {num('judge/n_pairs')} pairs"),
+    ]
+
+
+@register_eval("judge", owns=("judge/",))
+def judge_calibration_of_cell(ctx: EvalContext) -> EvalOutput:
+    """The cell's judge against human labels, as stored by `harness judge calibrate` (the pipeline binds
+    the lookup to its tracker). Uncalibrated: no metrics, so a rule on judge/* fails closed, saying how."""
+    found, info = ctx.calibration() if ctx.calibration else ({}, {})
+    return EvalOutput(found, extras={"judge_calibration": info}, tags=calibration_tags(info))
+
+
+def _canary_lines(metrics: Mapping[str, float], pct) -> list[tuple[str, str]]:
+    flag = metrics.get("judge/canary_flag")
+    if flag is None or not math.isfinite(flag):
+        return [("canaries", "not measured (calibrated before canaries existed, or with --no-canaries)")]
+    return [
+        (f"canary: constant answer {NULL_ANSWER!r} wins",
+         f"{pct('judge/canary_null_win_pct')} (flag above {CANARY_NULL_MAX_WIN_PCT:g}%)"),
+        ("canary: reference padded to 2x length wins",
+         f"{pct('judge/canary_padded_win_pct')} (flag above {CANARY_PADDED_MAX_WIN_PCT:g}%)"),
+        ("canary flag", "FLAGGED: the judge rewards content-free or padded answers" if flag else "not flagged"),
     ]

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any, Mapping, Protocol
 
 from harness.atomic_io import read_json, write_json_atomic, write_text_atomic
+from harness.data.verifiable import VerifiablePrompt
+from harness.redaction import scrub_logging, scrub_text
 from harness.registry import Registry
-from harness.verifiable_prompts import VerifiablePrompt
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,14 @@ JUDGES: Registry[type] = Registry("judge")
 
 
 class JudgeError(RuntimeError):
-    """A judge could not give verdicts (unreachable, malformed answers): the eval fails, it never guesses."""
+    """A judge could not give verdicts (unreachable, malformed answers): the eval fails, it never guesses.
+
+    The message is scrubbed of secrets here, once for every raise: it names endpoints (which may carry
+    `user:password@`) and wraps client errors (which may echo headers), and it reaches eval_errors.json,
+    the run's tags and the report."""
+
+    def __init__(self, message: str = ""):
+        super().__init__(scrub_text(str(message)))
 
 
 def check_verdicts(verdicts: list[Any], n: int, who: str) -> list[float]:
@@ -193,9 +201,24 @@ class LLMJudge:
         import yaml
         from alpaca_eval.annotators import PairwiseAnnotator
 
+        # alpaca-eval logs its completion kwargs (our completions_kwargs: headers included) on the root
+        # logger; httpx logs each request URL (credentials included)
+        scrub_logging("", "httpx", "openai")
+        from evals.openai_client import register_endpoint
+
         root = self.work_dir / "alpaca_eval" / self.fingerprint.split(":")[1][:16]
+        # What may carry a credential (the base URL's user:password, headers, query parameters, client
+        # kwargs) goes to the client in memory, never into these YAML files nor alpaca-eval's logged kwargs:
+        # per-request extra_headers/extra_query become the client's default_headers/default_query.
+        own = dict(self.completions_kwargs)
+        secret_client: dict[str, Any] = {k: v for k, v in (own.pop("client_kwargs", None) or {}).items()
+                                         if k != "base_url"}
+        for per_request, per_client in (("extra_headers", "default_headers"), ("extra_query", "default_query")):
+            if own.get(per_request):
+                secret_client[per_client] = {**(secret_client.get(per_client) or {}), **own.pop(per_request)}
+        endpoint = register_endpoint(base_url=self.base_url, **secret_client)
         client_config = {"default": [{"client_class": "evals.openai_client.EnvKeyOpenAI",
-                                      "api_key_env": self.api_key_env, "base_url": self.base_url,
+                                      "api_key_env": self.api_key_env, "endpoint": endpoint,
                                       "timeout": float(self.timeout_s), "max_retries": 0}]}
         client_path = write_text_atomic(root / "client_configs.yaml", yaml.safe_dump(client_config))
         configs = {}
@@ -205,10 +228,10 @@ class LLMJudge:
                 raise JudgeError(f"llm judge: annotator {name!r} uses {cfg['fn_completions']!r}; only alpaca-eval's "
                                  "openai_completions talks to an OpenAI-compatible endpoint")
             kwargs = cfg.setdefault("completions_kwargs", {})
-            kwargs.update(self.completions_kwargs)
-            client_kwargs = {k: v for k, v in (kwargs.get("client_kwargs") or {}).items() if k != "base_url"}
+            kwargs.pop("client_kwargs", None)  # the endpoint's client kwargs are the ones registered above
+            kwargs.update(own)
             kwargs.update(model_name=self.model, client_config_path=str(client_path), num_procs=self.max_concurrency,
-                          requires_chatml=self.is_chat, client_kwargs=client_kwargs)
+                          requires_chatml=self.is_chat)
             # alpaca-eval reports usage only as price_per_example = the server's total_tokens * price_per_token;
             # a self-hosted model has no price, so 1 per token makes that column the token count (and no NaN)
             kwargs.setdefault("price_per_token", 1.0)
@@ -228,13 +251,14 @@ class LLMJudge:
                 self.tokens_used += round(price / self._price_per_token)
 
     def _scrub(self, text: str) -> str:
+        """The key from `api_key_env` (whatever its variable is called) and every secret-looking value."""
         key = os.environ.get(self.api_key_env)
-        return text.replace(key, "***") if key else text
+        return scrub_text(text.replace(key, "***") if key else text)
 
     def judge(self, items: list[JudgeItem]) -> list[float]:
         if not items:
             return []
-        who = f"llm judge ({self.model} at {self.base_url})"
+        who = f"llm judge ({self.model} at {scrub_text(self.base_url)})"
         unique = list(dict.fromkeys((i.prompt, i.output_1, i.output_2) for i in items))
         rows = [{"instruction": p, "output_1": o1, "output_2": o2} for p, o1, o2 in unique]
         try:

@@ -1,8 +1,12 @@
 """KL(policy || reference) by Monte-Carlo over policy samples.
 
 Samples come from the policy at temperature 1 with no top-p/top-k (the estimator is only
-unbiased under the policy's own distribution); both models rescore the same tokens in the
-same precision. Per sequence: k1 = sum(log pi - log ref) (unbiased, can go negative), and
+unbiased under the policy's own distribution); evals.generation passes a complete decoding config,
+so nothing from the model's generation_config.json (repetition penalty, min_p, typical_p, top_k,
+n-gram blocking) reshapes them, and a row ends only at EOS or max_new_tokens (a sample cut at the
+limit is a sample of the first max_new_tokens tokens: the estimate is then the KL of that prefix
+distribution, still unbiased for it). Both models rescore the same tokens in the same precision.
+Per sequence: k1 = sum(log pi - log ref) (unbiased, can go negative), and
 k3 = sum(r - 1 - log r) with r = ref/pi (unbiased per token, always >= 0, lower variance).
 """
 from __future__ import annotations
@@ -12,14 +16,17 @@ from dataclasses import dataclass
 
 import torch
 
+from evals.context import EvalContext
+from evals.generation import batch_completion_logprobs
 from evals.metrics import register_metric
+from evals.registry import register_eval
 
 register_metric("kl/seq_kl_k1", higher_is_better=False, unit="nats/sequence",
-                description="KL(policy||reference) per sampled response, k1 estimator")
+                description="KL(policy||reference) per sampled response, k1 estimator", neutral=0.0)
 register_metric("kl/seq_kl_k3", higher_is_better=False, unit="nats/sequence",
-                description="KL(policy||reference) per sampled response, k3 estimator (>= 0)")
+                description="KL(policy||reference) per sampled response, k3 estimator (>= 0)", neutral=0.0)
 register_metric("kl/token_kl_k1", higher_is_better=False, unit="nats/token",
-                description="KL(policy||reference) per generated token, k1")
+                description="KL(policy||reference) per generated token, k1", neutral=0.0)
 
 
 @dataclass
@@ -54,3 +61,12 @@ def kl_from_logprobs(policy_logps: list[torch.Tensor], reference_logps: list[tor
 def exact_sequence_kl(policy_probs: dict[tuple, float], reference_probs: dict[tuple, float]) -> float:
     """Exact KL over an enumerated sequence space (for tests on models small enough to enumerate)."""
     return sum(p * (math.log(p) - math.log(reference_probs[s])) for s, p in policy_probs.items() if p > 0)
+
+
+@register_eval("kl", owns=("kl/",))
+def kl_vs_reference(ctx: EvalContext) -> dict[str, float]:
+    """The policy's own samples, scored by the policy and by the reference (adapters disabled)."""
+    prompts, ids, lp_policy = ctx.kl_samples
+    with ctx.as_reference():
+        lp_reference = batch_completion_logprobs(ctx.policy, ctx.tokenizer, prompts, ids, ctx.eval.batch_size)
+    return kl_from_logprobs(lp_policy, lp_reference).summary()

@@ -1,23 +1,29 @@
-"""Raw and length-controlled (LC) win rates, AlpacaEval-2 style, fitted by alpaca-eval's own GLM code.
-
-The numbers must be comparable with the AlpacaEval leaderboard, so nothing here re-implements the
-statistics: the raw win rate is `alpaca_eval.metrics.get_winrate`, and the LC win rate is
-alpaca-eval 0.6.6's `make_dmatrix_for_model` + `fit_LogisticRegressionCV` with its `GLM_INFO`
-formulas. Only the featurisation is rebuilt here, line for line after `_get_featurized_data`,
-because that function always calls `hf_hub_download` (this code must work offline and never touch
-the hub) and `get_length_controlled_winrate` may write weight files into site-packages.
+"""Raw and length-controlled (LC) win rates of an alpaca-eval annotation file (`harness lc-winrate`).
 
 Two recipes:
 
-- `length_controlled_v1` (the official leaderboard GLM) when the caller passes both fixed inputs:
-  the per-instruction difficulty table and the "gamed rows" (alpaca-eval's HF `df_gamed.csv`:
-  the baseline's verbose/concise variants, used to regularise the length slope towards the
-  baseline's). Only meaningful for the 805 AlpacaEval instructions in their original order,
-  because difficulty is looked up by row position, as alpaca-eval does.
-- `length_controlled_minimal` otherwise: `tanh(std_delta_len)` plus a per-model bias, no
-  difficulty, no regularisation. This is the one to use for any other prompt set.
+- `length_controlled_v1` (the official AlpacaEval leaderboard GLM) when the caller passes both fixed
+  inputs: the per-instruction difficulty table and the "gamed rows" (alpaca-eval's HF
+  `df_gamed.csv`: the baseline's verbose/concise variants, used to regularise the length slope
+  towards the baseline's). Only meaningful for the 805 AlpacaEval instructions in their original
+  order, because difficulty is looked up by row position, as alpaca-eval does. The numbers must be
+  comparable with the leaderboard, so nothing of it is re-implemented: the raw win rate is
+  `alpaca_eval.metrics.get_winrate`, and the LC win rate is alpaca-eval 0.6.6's
+  `make_dmatrix_for_model` + `fit_LogisticRegressionCV` with its `GLM_INFO` formulas. Only the
+  featurisation is rebuilt here, line for line after `_get_featurized_data`, because that function
+  always calls `hf_hub_download` (this code must work offline and never touch the hub) and
+  `get_length_controlled_winrate` may write weight files into site-packages. The gamed rows give
+  the length slope data on both sides of equal length by design, which is what identifies it.
+- `length_controlled_identified` for any other prompt set: `evals.winrate_stats` (an unpenalised
+  fit of the verdict on tanh of the standardised length difference, evaluated at equal length,
+  reported only where the lengths identify it; see that module and docs/lc_validity.md).
+  alpaca-eval's `length_controlled_minimal` GLM is NOT used any more: its intercept is
+  L1-penalised and its length feature saturates when the policy is always longer or shorter, so on
+  a length-only judge it gave LC 0.35 [0.01, 2.9] (always longer) or 99.9 (always shorter) where
+  the truth was 50. When LC is not identified, `lc_identified` is False, `lc_reason` says why, and
+  the LC fields are NaN.
 
-Uncertainty: a paired bootstrap over prompts. Each replicate resamples annotation rows with
+Uncertainty (official recipe): a paired bootstrap over prompts. Each replicate resamples annotation rows with
 replacement and recomputes both win rates on the same rows; the interval is the percentile
 interval. The LC replicates are real GLM refits, not a resampling of the per-row predictions: with
 the minimal recipe every row has the same prediction (no per-instruction feature), so bootstrapping
@@ -38,10 +44,11 @@ gives raw ~89% and LC within 0.2 pp of 50; a judge whose logit grows linearly in
 (sigmoid(padding_chars / 300)) is over-corrected to LC ~31-40, because tanh saturates.
 
 Standard errors: `win_rate_stderr` is alpaca-eval's analytic SEM of the row preferences (the
-leaderboard's `standard_error`). `lc_win_rate_stderr` is the bootstrap standard deviation of the LC
-replicates (NaN without bootstrap). alpaca-eval's own `lc_standard_error` is deliberately not used:
-it is the SEM of the per-row predictions, which ignores the GLM's estimation error and is exactly 0
-under the minimal recipe.
+leaderboard's `standard_error`). Official recipe: `lc_win_rate_stderr` is the bootstrap standard
+deviation of the LC replicates (NaN without bootstrap). alpaca-eval's own `lc_standard_error` is
+deliberately not used: it is the SEM of the per-row predictions, which ignores the GLM's estimation
+error and is exactly 0 under the minimal recipe. Identified recipe: the stderr and interval of
+`evals.winrate_stats` (delta method, HC3 sandwich; coverage measured in docs/lc_validity.md).
 """
 from __future__ import annotations
 
@@ -53,15 +60,17 @@ import math
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from statistics import NormalDist
 from types import ModuleType
 
 import numpy as np
 import pandas as pd
 
-from evals.metrics import register_metric
+from evals.winrate_stats import winrate_statistics  # also declares winrate/win_rate_pct and lc_win_rate_pct
+from harness.errors import HarnessInputError
 
 OFFICIAL_RECIPE = "length_controlled_v1"
-MINIMAL_RECIPE = "length_controlled_minimal"
+IDENTIFIED_RECIPE = "length_controlled_identified"
 
 REQUIRED_ANNOTATION_FIELDS = ("instruction", "output_1", "output_2", "preference", "generator_1", "generator_2")
 _TEXT_FIELDS = ("instruction", "output_1", "output_2", "generator_1", "generator_2")
@@ -70,27 +79,15 @@ GAMED_ROW_COLUMNS = ("index", "preference", "std_delta_len", "instruction_diffic
 # Two tables built from different difficulty estimates would silently give a fit that is not v1.
 _DIFFICULTY_MISMATCH_TOLERANCE = 1e-9
 
-register_metric(
-    "winrate/win_rate_pct",
-    higher_is_better=True,
-    unit="pct",
-    description="Raw judge win rate of the model over the reference (draws count half), AlpacaEval style.",
-)
-register_metric(
-    "winrate/lc_win_rate_pct",
-    higher_is_better=True,
-    unit="pct",
-    description="Length-controlled win rate: alpaca-eval's GLM prediction at zero length difference.",
-)
-
-
-class AnnotationError(ValueError):
-    """Annotations that cannot be scored; the message names the file (or row), line and field."""
+class AnnotationError(HarnessInputError, ValueError):
+    """Annotations that cannot be scored; the message names the file (or row), line and field. Bad
+    input to the CLI (exit 2, harness.errors); still a ValueError for callers that catch that."""
 
 
 @dataclass(frozen=True)
 class LCWinRate:
-    """Win rates in percent. CI and LC-stderr fields are NaN when the bootstrap was disabled."""
+    """Win rates in percent. Official recipe: CI and LC-stderr fields are NaN when the bootstrap was
+    disabled. LC fields are NaN when LC is not identified (`lc_reason` says why)."""
 
     win_rate_pct: float
     win_rate_stderr: float
@@ -104,23 +101,31 @@ class LCWinRate:
     win_rate_ci_low: float
     win_rate_ci_high: float
     recipe: str
+    lc_identified: bool = True
+    lc_reason: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def to_summary(self, prefix: str = "winrate") -> dict[str, float | int]:
-        """Flat `<eval>/<metric>` keys, uncertainty under the suffixes evals.metrics knows."""
-        return {
+        """Flat `<eval>/<metric>` keys, uncertainty under the suffixes evals.metrics knows; the LC keys
+        are left out when LC is not identified, so a gate rule on them fails closed."""
+        summary = {
             f"{prefix}/win_rate_pct": self.win_rate_pct,
             f"{prefix}/win_rate_pct_stderr": self.win_rate_stderr,
             f"{prefix}/win_rate_pct_ci_low": self.win_rate_ci_low,
             f"{prefix}/win_rate_pct_ci_high": self.win_rate_ci_high,
-            f"{prefix}/lc_win_rate_pct": self.lc_win_rate_pct,
-            f"{prefix}/lc_win_rate_pct_stderr": self.lc_win_rate_stderr,
-            f"{prefix}/lc_win_rate_pct_ci_low": self.lc_ci_low,
-            f"{prefix}/lc_win_rate_pct_ci_high": self.lc_ci_high,
+            f"{prefix}/lc_identified": float(self.lc_identified),
             f"{prefix}/n": self.n,
         }
+        if self.lc_identified:
+            summary |= {
+                f"{prefix}/lc_win_rate_pct": self.lc_win_rate_pct,
+                f"{prefix}/lc_win_rate_pct_stderr": self.lc_win_rate_stderr,
+                f"{prefix}/lc_win_rate_pct_ci_low": self.lc_ci_low,
+                f"{prefix}/lc_win_rate_pct_ci_high": self.lc_ci_high,
+            }
+        return summary
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,16 +204,22 @@ def load_annotations(path: str | Path) -> pd.DataFrame:
             parsed = json.loads(text)
         except json.JSONDecodeError as error:
             raise AnnotationError(f"{path}, line {error.lineno}: invalid JSON: {error.msg}") from error
+        except (ValueError, RecursionError) as error:  # nesting deeper than the stack, a 5000-digit integer
+            raise AnnotationError(f"{path}: invalid JSON: {type(error).__name__}: {str(error)[:200]}") from None
         for record_number, record in enumerate(parsed, start=1):
             records.append(_validated_record(record, f"{path}, record {record_number}"))
     else:
-        for line_number, line in enumerate(text.splitlines(), start=1):
+        # split at \n only: splitlines() also splits at U+2028/U+2029, which JSON allows inside strings
+        for line_number, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
                 raise AnnotationError(f"{path}, line {line_number}: invalid JSON: {error.msg}") from error
+            except (ValueError, RecursionError) as error:  # nesting deeper than the stack, a 5000-digit integer
+                raise AnnotationError(f"{path}, line {line_number}: invalid JSON: {type(error).__name__}: "
+                                      f"{str(error)[:200]}") from None
             records.append(_validated_record(record, f"{path}, line {line_number}"))
     if not records:
         raise AnnotationError(f"{path}: no annotations")
@@ -218,17 +229,38 @@ def load_annotations(path: str | Path) -> pd.DataFrame:
     return annotations
 
 
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A CSV(.gz) table, or AnnotationError naming the file (and the line, when pandas says which)."""
+    try:
+        return pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise AnnotationError(f"{path}: not a readable CSV file: {str(error).strip()}") from None
+
+
+def _numeric_column(table: pd.DataFrame, column: str, path: Path, *, integer: bool = False) -> pd.Series:
+    """The column as numbers, or AnnotationError naming file, data row (1-based, after the header) and field."""
+    values = pd.to_numeric(table[column], errors="coerce")
+    bad = values.isna() | (~np.isfinite(values.fillna(0))) | ((values % 1 != 0) if integer else False)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        expected = "an integer" if integer else "a finite number"
+        raise AnnotationError(f"{path}, row {row + 1}, field {column!r}: expected {expected}, "
+                              f"got {table[column].iloc[row]!r}")
+    return values.astype(int if integer else float)
+
+
 def load_instruction_difficulty(path: str | Path) -> pd.Series:
     """`index,instruction_difficulty` CSV -> Series indexed by instruction row position."""
     path = Path(path)
-    table = pd.read_csv(path)
+    table = _read_csv(path)
     missing = [column for column in ("index", "instruction_difficulty") if column not in table.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; expected 'index,instruction_difficulty'")
-    if table["index"].duplicated().any():
-        raise ValueError(f"{path}: duplicated index values {table.loc[table['index'].duplicated(), 'index'].tolist()[:5]}")
-    difficulty = pd.to_numeric(table["instruction_difficulty"], errors="raise").astype(float)
-    difficulty.index = pd.Index(table["index"].astype(int), name="index")
+        raise AnnotationError(f"{path}: missing column(s) {missing}; expected 'index,instruction_difficulty'")
+    index = _numeric_column(table, "index", path, integer=True)
+    if index.duplicated().any():
+        raise AnnotationError(f"{path}, field 'index': duplicated values {index[index.duplicated()].tolist()[:5]}")
+    difficulty = _numeric_column(table, "instruction_difficulty", path)
+    difficulty.index = pd.Index(index, name="index")
     difficulty.name = "instruction_difficulty"
     return difficulty
 
@@ -236,7 +268,14 @@ def load_instruction_difficulty(path: str | Path) -> pd.Series:
 def load_gamed_rows(path: str | Path) -> pd.DataFrame:
     """Stand-in for alpaca-eval's HF `df_gamed.csv` (CSV or CSV.gz), validated like `lc_winrate` does."""
     path = Path(path)
-    return _validated_gamed_rows(pd.read_csv(path), source=str(path))
+    table = _read_csv(path)
+    for column in ("index", "preference", "std_delta_len", "instruction_difficulty"):
+        if column in table.columns:  # a missing column is named by _validated_gamed_rows
+            _numeric_column(table, column, path, integer=column == "index")
+    try:
+        return _validated_gamed_rows(table, source=str(path))
+    except ValueError as error:  # its messages name the file and the field
+        raise AnnotationError(str(error)) from None
 
 
 def _validated_gamed_rows(gamed_rows: pd.DataFrame, source: str = "gamed_rows") -> pd.DataFrame:
@@ -407,6 +446,67 @@ def _std_or_nan(replicates: np.ndarray) -> float:
     return float(np.std(finite, ddof=1)) if len(finite) > 1 else float("nan")
 
 
+def _check_arguments(instruction_difficulty, gamed_rows, n_bootstrap: int, level: float) -> None:
+    if (instruction_difficulty is None) != (gamed_rows is None):
+        raise ValueError(
+            "the official recipe needs both instruction_difficulty and gamed_rows; pass neither for the identified recipe"
+        )
+    if n_bootstrap < 0:
+        raise ValueError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+
+
+def _enough_for_cv(recipe: str, n_judged: int) -> bool:
+    """alpaca-eval's GroupKFold needs at least one judged prompt per fold; fewer: LC is NaN, with a warning."""
+    min_judged_for_lc = _alpaca_eval()[0].GLM_INFO[recipe]["kwargs"]["n_splits"]
+    if n_judged < min_judged_for_lc:
+        warnings.warn(
+            f"LC win rate needs at least {min_judged_for_lc} judged rows (alpaca-eval's {min_judged_for_lc}-fold "
+            f"CV), got {n_judged}; reporting it as NaN",
+            stacklevel=3,
+        )
+        return False
+    return True
+
+
+def _identified_lc(annotations: pd.DataFrame, n_judged: int, n_bootstrap: int, level: float, seed: int):
+    """(LC, stderr, (ci_low, ci_high), identified, reason) by evals.winrate_stats (NaNs when not identified)."""
+    nan = float("nan")
+    if n_judged == 0:
+        return nan, nan, (nan, nan), False, "no judged rows"
+    stats = winrate_statistics(annotations["preference"], annotations["output_1"].str.len(),
+                               annotations["output_2"].str.len(), n_bootstrap=n_bootstrap, seed=seed)
+    if not stats.summary["winrate/lc_identified"]:
+        return nan, nan, (nan, nan), False, stats.lc_reason
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    lc, stderr = stats.summary["winrate/lc_win_rate_pct"], stats.summary["winrate/lc_win_rate_pct_stderr"]
+    return lc, stderr, (max(0.0, lc - z * stderr), min(100.0, lc + z * stderr)), True, ""
+
+
+def _bootstrap(preference_0_to_1: np.ndarray, lc_pct, model, n_bootstrap: int, level: float, seed: int):
+    """Paired bootstrap over prompts: (LC interval, LC stderr, raw interval). C is chosen once by
+    alpaca-eval's CV on all rows and reused for every replicate (see the module docstring), unless that
+    fit zeroed every weight: replicates at the same C would then all say exactly 50 and fake certainty,
+    so each replicate re-runs the CV (slower, but rare). `lc_pct=None`: raw only."""
+    nan = float("nan")
+    n_rows = len(preference_0_to_1)
+    has_signal = model is not None and bool(np.any(model.coef_))
+    selected_C = float(np.ravel(model.C_)[0]) if has_signal else None
+    rng = np.random.default_rng(seed)
+    lc_replicates_pct = np.full(n_bootstrap, nan)
+    win_rate_replicates_pct = np.full(n_bootstrap, nan)
+    for replicate in range(n_bootstrap):
+        sample = rng.integers(0, n_rows, size=n_rows)
+        if lc_pct is not None:
+            lc_replicates_pct[replicate], _ = lc_pct(sample, fixed_C=selected_C)
+        if np.isfinite(preference_0_to_1[sample]).any():
+            win_rate_replicates_pct[replicate] = np.nanmean(preference_0_to_1[sample]) * 100
+    lc_ci = _percentile_interval(lc_replicates_pct, level) if lc_pct is not None else (nan, nan)
+    lc_stderr = _std_or_nan(lc_replicates_pct) if lc_pct is not None else nan
+    return lc_ci, lc_stderr, _percentile_interval(win_rate_replicates_pct, level)
+
+
 def lc_winrate(
     annotations: pd.DataFrame,
     *,
@@ -418,34 +518,19 @@ def lc_winrate(
 ) -> LCWinRate:
     """Raw and LC win rate (percent) of `generator_2` (output_2) over the reference `generator_1` (output_1).
 
-    `annotations`: one row per prompt, columns instruction, output_1, output_2, preference
+    `annotations`: one row per prompt (in prompt order): instruction, output_1, output_2, preference
     (1 = output_1 wins, 2 = output_2 wins, 1.5 or 0 = draw, fractional allowed, NaN = no verdict),
-    generator_1, generator_2. Row order is the prompt order.
-
-    Pass both `instruction_difficulty` (indexed by row position) and `gamed_rows` for the official
-    `length_controlled_v1` recipe; pass neither for `length_controlled_minimal`.
-
-    `n_bootstrap=0` skips the bootstrap: CI fields and `lc_win_rate_stderr` are NaN.
-    With fewer than 5 judged rows alpaca-eval's 5-fold CV cannot run: the LC fields are NaN (with
-    a warning) and the raw win rate is still reported.
-    A model judged against itself gets LC = 50 by construction (as alpaca-eval); its raw win rate
-    is still what the judge said (50 when, as alpaca-eval does, identical pairs are marked draws).
-    """
-    if (instruction_difficulty is None) != (gamed_rows is None):
-        raise ValueError(
-            "the official recipe needs both instruction_difficulty and gamed_rows; pass neither for the minimal recipe"
-        )
-    if n_bootstrap < 0:
-        raise ValueError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-
+    generator_1, generator_2. Both `instruction_difficulty` (by row position) and `gamed_rows`: the
+    official `length_controlled_v1` recipe; neither: `length_controlled_identified` (evals.winrate_stats;
+    where lengths do not identify LC, `lc_identified` is False, `lc_reason` says why, LC is NaN).
+    `n_bootstrap=0`: no bootstrap (raw CI NaN; the official recipe's LC CI and stderr NaN). Official
+    recipe with fewer than 5 judged rows: LC NaN with a warning. A model judged against itself gets
+    LC = 50 by construction (as alpaca-eval)."""
+    _check_arguments(instruction_difficulty, gamed_rows, n_bootstrap, level)
     annotations = _validated_annotations(annotations).reset_index(drop=True)
-    _, winrate = _alpaca_eval()
-    raw = winrate.get_winrate(annotations[["preference"]])
-
+    raw = _alpaca_eval()[1].get_winrate(annotations[["preference"]])
     n_rows = len(annotations)
-    recipe = MINIMAL_RECIPE if gamed_rows is None else OFFICIAL_RECIPE
+    recipe = IDENTIFIED_RECIPE if gamed_rows is None else OFFICIAL_RECIPE
     row_difficulty = None
     if gamed_rows is not None:
         gamed_rows = _validated_gamed_rows(gamed_rows).drop(columns=["model"], errors="ignore")
@@ -457,61 +542,39 @@ def lc_winrate(
     row_positions = np.arange(n_rows)
     is_self_match = annotations["generator_1"].iloc[0] == annotations["generator_2"].iloc[0]
     n_judged = int(np.isfinite(preference_0_to_1).sum())
-    # alpaca-eval's GroupKFold needs at least one judged prompt per fold
-    min_judged_for_lc = _alpaca_eval()[0].GLM_INFO[recipe]["kwargs"]["n_splits"]
-    is_lc_estimable = is_self_match or n_judged >= min_judged_for_lc
-    if not is_lc_estimable:
-        warnings.warn(
-            f"LC win rate needs at least {min_judged_for_lc} judged rows (alpaca-eval's {min_judged_for_lc}-fold CV), "
-            f"got {n_judged}; reporting it as NaN",
-            stacklevel=2,
-        )
+    nan = float("nan")
+    lc_win_rate_pct, model, identified, reason = nan, None, True, ""
+    lc_ci, win_rate_ci, lc_stderr = (nan, nan), (nan, nan), nan
+
+    # LC resampled in the bootstrap below: the self-match (always 50) and the official GLM
+    is_lc_estimable = is_self_match
+    if is_self_match:
+        lc_win_rate_pct = 50.0  # by construction, as alpaca-eval
+    elif recipe == IDENTIFIED_RECIPE:
+        lc_win_rate_pct, lc_stderr, lc_ci, identified, reason = _identified_lc(annotations, n_judged, n_bootstrap,
+                                                                                level, seed)
+    else:
+        is_lc_estimable = _enough_for_cv(recipe, n_judged)
 
     def lc_pct(sample: np.ndarray, fixed_C: float | None):
         if is_self_match:
-            return 50.0, None  # by construction, as alpaca-eval
+            return 50.0, None
         rows, test_rows = _featurize(
-            preference_0_to_1[sample],
-            delta_len_chars[sample],
-            row_positions[sample],
-            None if row_difficulty is None else row_difficulty[sample],
+            preference_0_to_1[sample], delta_len_chars[sample], row_positions[sample], row_difficulty[sample]
         )
-        model, predicted = _fit_glm(rows, test_rows, recipe, gamed_rows, fixed_C=fixed_C)
-        return float(predicted.mean() * 100), model
+        fitted, predicted = _fit_glm(rows, test_rows, recipe, gamed_rows, fixed_C=fixed_C)
+        return float(predicted.mean() * 100), fitted
 
-    nan = float("nan")
-    lc_win_rate_pct, model = lc_pct(row_positions, fixed_C=None) if is_lc_estimable else (nan, None)
-
-    lc_ci, win_rate_ci, lc_stderr = (nan, nan), (nan, nan), nan
+    if recipe == OFFICIAL_RECIPE and is_lc_estimable and not is_self_match:
+        lc_win_rate_pct, model = lc_pct(row_positions, fixed_C=None)
     if n_bootstrap > 0:
-        # C chosen once by alpaca-eval's CV on all rows, reused for every replicate (see module
-        # docstring). Unless that fit zeroed every weight: replicates at the same C would then all
-        # say exactly 50 and fake certainty, so each replicate re-runs the CV (slower, but rare).
-        has_signal = model is not None and bool(np.any(model.coef_))
-        selected_C = float(np.ravel(model.C_)[0]) if has_signal else None
-        rng = np.random.default_rng(seed)
-        lc_replicates_pct = np.full(n_bootstrap, nan)
-        win_rate_replicates_pct = np.full(n_bootstrap, nan)
-        for replicate in range(n_bootstrap):
-            sample = rng.integers(0, n_rows, size=n_rows)
-            if is_lc_estimable:
-                lc_replicates_pct[replicate], _ = lc_pct(sample, fixed_C=selected_C)
-            if np.isfinite(preference_0_to_1[sample]).any():
-                win_rate_replicates_pct[replicate] = np.nanmean(preference_0_to_1[sample]) * 100
-        lc_ci, lc_stderr = _percentile_interval(lc_replicates_pct, level), _std_or_nan(lc_replicates_pct)
-        win_rate_ci = _percentile_interval(win_rate_replicates_pct, level)
+        boot_lc_ci, boot_lc_stderr, win_rate_ci = _bootstrap(preference_0_to_1, lc_pct if is_lc_estimable else None,
+                                                             model, n_bootstrap, level, seed)
+        if is_lc_estimable:
+            lc_ci, lc_stderr = boot_lc_ci, boot_lc_stderr
 
-    return LCWinRate(
-        win_rate_pct=float(raw["win_rate"]),
-        win_rate_stderr=float(raw["standard_error"]),
-        lc_win_rate_pct=lc_win_rate_pct,
-        lc_win_rate_stderr=lc_stderr,
-        n=int(raw["n_total"]),
-        n_wins=int(raw["n_wins"]),
-        n_draws=int(raw["n_draws"]),
-        lc_ci_low=lc_ci[0],
-        lc_ci_high=lc_ci[1],
-        win_rate_ci_low=win_rate_ci[0],
-        win_rate_ci_high=win_rate_ci[1],
-        recipe=recipe,
-    )
+    return LCWinRate(win_rate_pct=float(raw["win_rate"]), win_rate_stderr=float(raw["standard_error"]),
+                     lc_win_rate_pct=lc_win_rate_pct, lc_win_rate_stderr=lc_stderr, n=int(raw["n_total"]),
+                     n_wins=int(raw["n_wins"]), n_draws=int(raw["n_draws"]), lc_ci_low=lc_ci[0], lc_ci_high=lc_ci[1],
+                     win_rate_ci_low=win_rate_ci[0], win_rate_ci_high=win_rate_ci[1], recipe=recipe,
+                     lc_identified=identified, lc_reason=reason)

@@ -20,16 +20,25 @@ class MetricSpec:
     description: str
     # what a missing value means, for the gate's message (e.g. "the judge is uncalibrated; run ...")
     missing_reason: str = ""
+    # the value of the reference measured against itself (win rate 50, KL 0, length ratio 1): the
+    # baseline every `against: reference` rule compares with, derived from here, never restated
+    neutral: float | None = None
 
 
 METRICS: Registry[MetricSpec] = Registry("metric")
 
 
 def register_metric(key: str, *, higher_is_better: bool | None, unit: str, description: str,
-                    missing_reason: str = "") -> MetricSpec:
+                    missing_reason: str = "", neutral: float | None = None) -> MetricSpec:
     if "/" not in key:
         raise ValueError(f"metric key {key!r} must be '<eval>/<metric>'")
-    return METRICS.add(key, MetricSpec(key, higher_is_better, unit, description, missing_reason))
+    return METRICS.add(key, MetricSpec(key, higher_is_better, unit, description, missing_reason, neutral))
+
+
+def neutral_values(prefixes: tuple[str, ...] | None = None) -> dict[str, float]:
+    """Every declared neutral value (optionally of the evals named by `prefixes`)."""
+    return {k: METRICS.get(k).neutral for k in METRICS if METRICS.get(k).neutral is not None
+            and (prefixes is None or k.split("/", 1)[0] in prefixes)}
 
 
 def base_key(key: str) -> str:

@@ -37,7 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from evals.context import EvalContext
 from evals.metrics import register_metric
+from evals.registry import register_eval
 from harness.atomic_io import read_json, write_json_atomic
 
 DEFAULT_PROMPTS = 16
@@ -155,7 +157,7 @@ def offpolicy_gap(model, tokenizer, rows: Iterable[dict], *, model_fingerprint: 
 def offpolicy_gap_for_model(model_name: str, parsed_rows, *, cache_dir: Path, n_prompts: int = DEFAULT_PROMPTS,
                             seed: int = 0, temperature: float = DEFAULT_TEMPERATURE) -> dict[str, float]:
     """`harness data check --model`: load the model (safetensors only, no remote code) and measure the
-    checked rows (`harness.preference_data.ParsedRow`, paired or unpaired)."""
+    checked rows (`harness.data.rows.ParsedRow`, paired or unpaired)."""
     from harness.models import load_model
 
     loaded = load_model(model_name, Path(cache_dir))
@@ -163,3 +165,17 @@ def offpolicy_gap_for_model(model_name: str, parsed_rows, *, cache_dir: Path, n_
             else {"prompt": r.prompt, "completion": r.completion, "label": r.label} for r in parsed_rows]
     return offpolicy_gap(loaded.model, loaded.tokenizer, rows, model_fingerprint=loaded.fingerprint,
                          cache_dir=cache_dir, n_prompts=n_prompts, seed=seed, temperature=temperature)
+
+
+# data/pairs and data/dropped_* are the pipeline's counts, not this eval's: a crash here fails only these
+OFFPOLICY_KEYS = ("data/chosen_logp_per_token", "data/rejected_logp_per_token", "data/reference_sample_logp_per_token",
+                  "data/offpolicy_")
+
+
+@register_eval("offpolicy", owns=OFFPOLICY_KEYS)
+def offpolicy_gap_of_training_data(ctx: EvalContext) -> dict[str, float]:
+    """The training pairs against the reference's own samples at the data's sampling temperature."""
+    with ctx.as_reference():
+        return offpolicy_gap(ctx.policy, ctx.tokenizer, ctx.train, model_fingerprint=ctx.reference_fingerprint,
+                             cache_dir=ctx.cache_dir, seed=ctx.config.seed,
+                             temperature=ctx.config.data.sample_temperature)

@@ -1,7 +1,9 @@
 """Atomic file writes (temp file in the same folder + os.replace): a kill at any moment
-leaves either the old file or the new one, never a half-written file a rerun would trust."""
+leaves either the old file or the new one, never a half-written file a rerun would trust.
+And the content hash of a file, read in blocks (weights can be gigabytes)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -39,3 +41,11 @@ def read_json(path: Path) -> Any | None:
         return json.loads(Path(path).read_text("utf-8"))
     except FileNotFoundError:
         return None
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()

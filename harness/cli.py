@@ -30,7 +30,7 @@ def _print_json(obj) -> None:
 
 def cmd_run(args) -> int:
     from harness.config import load_config
-    from harness.experiment import run_experiment
+    from harness.lifecycle import run_experiment
 
     config = load_config(args.config, args.set)
     # libraries print logs to stdout (the HF Trainer prints every log dict): keep stdout for our answer
@@ -58,15 +58,20 @@ def cmd_sweep(args) -> int:
         _print_json(result.to_json())
         return 0 if all(c.verdict != "FAILED" for c in result.cells) else 1
     table = Table(title=f"sweep {result.name} ({result.sweep_key})")
-    for col in ("cell", "variant", "beta", "LC win %", "KL (k3)", "len ratio", "verdict", "first failed check"):
+    for col in ("cell", "variant", "beta", "LC win %", "KL (k3)", "len ratio", "verdict", "selection",
+                "first failed check"):
         table.add_column(col)
     fmt = lambda v: "—" if v is None else f"{v:.3g}"  # noqa: E731
     for c in result.cells:
         color = {"PROMOTE": "green", "BLOCK": "red"}.get(c.verdict, "yellow")
         table.add_row(c.cell + (" (reused)" if c.reused else ""), c.variant, f"{c.beta:g}",
                       fmt(c.metrics.get("winrate/lc_win_rate_pct")), fmt(c.metrics.get("kl/seq_kl_k3")),
-                      fmt(c.metrics.get("length/ratio_tokens")), f"[{color}]{c.verdict}[/]", c.first_failure or "")
+                      fmt(c.metrics.get("length/ratio_tokens")), f"[{color}]{c.verdict}[/]", c.selection,
+                      c.first_failure or "")
     Console().print(table)
+    if result.selection:
+        s = result.selection
+        print(f"selection ({s['rule']}): {s['winner_cell'] or 'no cell'}; {s['promotion']}")
     print(f"summary: {result.summary_csv}")
     if result.report:
         print(f"report: {result.report}")
@@ -110,14 +115,20 @@ def _print_summary(result) -> None:
 
 
 def cmd_lc_winrate(args) -> int:
-    from evals.lc_winrate import load_annotations, load_gamed_rows, load_instruction_difficulty, lc_winrate
+    from evals.lc_winrate import lc_winrate, load_annotations, load_gamed_rows, load_instruction_difficulty
+    from harness.errors import HarnessInputError
 
     frame = load_annotations(args.annotations)
     difficulty = load_instruction_difficulty(args.instruction_difficulty) if args.instruction_difficulty else None
     gamed = load_gamed_rows(args.gamed_rows) if args.gamed_rows else None
     if (difficulty is None) != (gamed is None):
         raise _input_error("--instruction-difficulty and --gamed-rows go together (the official recipe needs both)")
-    result = lc_winrate(frame, instruction_difficulty=difficulty, gamed_rows=gamed, n_bootstrap=args.n_bootstrap)
+    try:
+        result = lc_winrate(frame, instruction_difficulty=difficulty, gamed_rows=gamed, n_bootstrap=args.n_bootstrap)
+    except ValueError as exc:  # the annotations do not fit the recipe: two generators, rows without a difficulty
+        if isinstance(exc, HarnessInputError):
+            raise
+        raise HarnessInputError(f"{args.annotations}: cannot compute the win rates: {exc}") from None
     out = result.to_dict()
     if args.json:
         _print_json(out)
@@ -128,61 +139,82 @@ def cmd_lc_winrate(args) -> int:
 
 
 def _tracker_for(args, run_id: str):
-    from harness.errors import HarnessInputError
-    from harness.tracking import Tracker
+    from harness.tracking import tracker_for_run
 
-    from pathlib import Path
-
-    db = Path(args.output_dir) / "mlflow.db"
-    if not db.exists():
-        raise HarnessInputError(f"--output-dir: no MLflow database at {db}")
-    tracker = Tracker(Path(args.output_dir), "harness-admin", create=False)
-    try:
-        tracker.attach(run_id)
-    except Exception:
-        raise HarnessInputError(f"RUN_ID: no run {run_id!r} in {db}") from None
-    return tracker
+    return tracker_for_run(args.output_dir, run_id)
 
 
 def cmd_gate(args) -> int:
+    import dataclasses
+
     from harness.config import load_config
-    from harness.promotion import load_recorded, record_decision, regate
+    from harness.promotion import gate_config_key, load_recorded, record_decision, record_regate, regate, require_intact
 
     tracker = _tracker_for(args, args.run_id)
-    override = load_config(args.config) if args.config else None
-    recorded = load_recorded(tracker, args.run_id, override)
+    # a run that did not finish, a missing/partial checkpoint, or evidence edited since the run ended: exit 2
+    require_intact(tracker, args.run_id, "gate")
+    own = load_recorded(tracker, args.run_id)
+    recorded = dataclasses.replace(own, config=load_config(args.config)) if args.config else own
     registry = recorded.config.registry
     champion = tracker.champion(registry.model_name, registry.alias)
     decision = regate(recorded, tracker.run_metrics(champion[1]) if champion else None, against=args.against)
-    record_decision(tracker, decision, name="gate_decision_regated.json")
+    key = gate_config_key(recorded.config, args.against)
+    if key == gate_config_key(own.config):  # the run's own rules: this is its verdict now
+        record_decision(tracker, decision, name="gate_decision_regated.json")
+        recorded_as = "harness.verdict"
+    else:  # other rules answer another question: their verdict never replaces the run's own
+        source = args.config or f"--against {args.against}"
+        if args.config and args.against:
+            source += f" --against {args.against}"
+        record_regate(tracker, decision, key=key, source=source)
+        recorded_as = f"harness.regate.{key}.verdict"
     if args.json:
-        _print_json({"run_id": args.run_id, "cell": recorded.cell, **decision.to_dict()})
+        _print_json({"run_id": args.run_id, "cell": recorded.cell, "recorded_as": recorded_as, **decision.to_dict()})
     else:
         for c in decision.checks:
             print(f"{'pass' if c.passed else 'FAIL'}  {c.name:32s} {c.reason}")
-        print(f"verdict: {decision.verdict}")
+        print(f"verdict: {decision.verdict}  (recorded as {recorded_as})")
     return 0 if decision.verdict == "PROMOTE" else 1
 
 
 def cmd_promote(args) -> int:
     import getpass
 
-    from harness.promotion import decide_and_promote, force_promote, load_recorded, regate
+    from harness.errors import HarnessInputError
+    from harness.promotion import EvidenceError, force_promote, load_recorded, promote_run, regate, require_intact
 
     tracker = _tracker_for(args, args.run_id)
-    recorded = load_recorded(tracker, args.run_id)
-    registry = recorded.config.registry
     if args.force:
         if not args.reason:
             raise _input_error("--force needs --reason: a forced promotion is recorded with why")
+        try:
+            recorded = load_recorded(tracker, args.run_id)
+        except HarnessInputError:
+            raise
+        except Exception as exc:  # no config.json: the run died before writing it, nothing to ship
+            raise EvidenceError(f"run {args.run_id}: refusing to force-promote: its config.json cannot be read "
+                                f"({type(exc).__name__}: {exc})") from None
+        registry = recorded.config.registry
         version = force_promote(tracker, registry, cell=recorded.cell, reason=args.reason, user=getpass.getuser())
         print(f"FORCED: {registry.model_name} version {version} is now '{registry.alias}' (reason recorded)")
         return 0
+    require_intact(tracker, args.run_id, "promote")
+    recorded = load_recorded(tracker, args.run_id)
+    registry = recorded.config.registry
     if recorded.verdict != "PROMOTE":
         print(f"refused: run {args.run_id} was not validated (verdict {recorded.verdict}); "
               "re-gate it with `harness gate`, or use --force --reason", file=sys.stderr)
         return 1
-    outcome = decide_and_promote(tracker, registry, lambda champ: regate(recorded, champ), cell=recorded.cell)
+    if recorded.tags.get("harness.selection") == "passed-not-selected":
+        print(f"refused: run {args.run_id} passed its gate but its sweep (parent run "
+              f"{recorded.tags.get('mlflow.parentRunId', '?')}) selected another cell; promoting more than one "
+              "cell of a sweep breaks the sweep's error rate. Use --force --reason to override", file=sys.stderr)
+        return 1
+    champion = tracker.champion(registry.model_name, registry.alias)
+    if champion and champion[1] == args.run_id:
+        print(f"run {args.run_id} is already '{registry.alias}' (version {champion[0]})")
+        return 0
+    outcome = promote_run(tracker, registry, lambda champ: regate(recorded, champ), cell=recorded.cell)
     if outcome.version:
         print(f"promoted: {registry.model_name} version {outcome.version} is now '{registry.alias}'")
         return 0
@@ -221,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     sweep = sub.add_parser("sweep", help="run a grid of cells sharing their common work; resumes after a crash",
-                           description="Exit 0 when every cell finished (PROMOTE or BLOCK), 1 when a cell failed.")
+                           description="Exit 0 when every cell finished (PROMOTE or BLOCK), 1 when a cell failed, 2 on "
+                                       "bad input or when another process runs the same sweep. Cells only gate; once "
+                                       "all finished, the best passing cell by `select:` is promoted, alone.")
     sweep.add_argument("config", help="sweep YAML")
     sweep.add_argument("--runner", choices=["local", "ray"], help="local (sequential, default) or ray (one task per cell)")
     sweep.add_argument("--address", help="Ray cluster address (default: start a local one)")
@@ -230,8 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--json", action="store_true", help="print one JSON object with a `cells` list")
     sweep.set_defaults(func=cmd_sweep)
 
-    gate_cmd = sub.add_parser("gate", help="re-decide a recorded run with the current rules and champion",
-                              description="Exit 0 ship, 1 no-ship, 2 bad input. Records the new decision on the run.")
+    gate_cmd = sub.add_parser("gate", help="re-decide a recorded run with the current rules and champion "
+                                                "(harness gate plan CONFIG: the rules' error rates before training)",
+                              description="Exit 0 ship, 1 no-ship, 2 bad input or a run whose evidence cannot back a "
+                                          "decision (not FINISHED, checkpoint missing or partial, config.json, "
+                                          "eval_errors.json or metrics changed since the run ended). With the run's "
+                                          "own rules the decision becomes its verdict; with --config/--against it is "
+                                          "recorded under harness.regate.<key>.* and the run's verdict stays.")
     gate_cmd.add_argument("run_id")
     gate_cmd.add_argument("--against", choices=["reference", "champion", "start"], help="compare every regression rule with this baseline")
     gate_cmd.add_argument("--config", help="take the gate rules from this YAML instead of the run's recorded config")
@@ -240,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     gate_cmd.set_defaults(func=cmd_gate)
 
     promote = sub.add_parser("promote", help="move the champion alias to a validated run",
-                             description="Refuses a run the gate did not pass unless --force --reason (both recorded).")
+                             description="Refuses (exit 1) a run the gate did not pass, or a sweep cell its sweep did not "
+                                         "select, unless --force --reason (both recorded); refuses (exit 2) a run whose "
+                                         "evidence is not intact, and even --force a missing or partial checkpoint.")
     promote.add_argument("run_id")
     promote.add_argument("--force", action="store_true")
     promote.add_argument("--reason", help="why a forced promotion is acceptable (required with --force)")
@@ -255,11 +296,15 @@ def build_parser() -> argparse.ArgumentParser:
     lc.add_argument("--json", action="store_true")
     lc.set_defaults(func=cmd_lc_winrate)
 
-    from harness.data_check import add_data_commands
+    from harness.compare_command import add_compare_command
+    from harness.data_commands import add_data_commands
     from harness.judge_commands import add_judge_commands
+    from harness.plan_command import add_plan_command
 
     add_data_commands(sub)
     add_judge_commands(sub)
+    add_plan_command(sub)
+    add_compare_command(sub)
 
     report = sub.add_parser("report", help="regenerate the HTML report of a run or a sweep from MLflow",
                             description="Renders the cell page of a run, or the sweep page (and its cells' pages) "
@@ -274,23 +319,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     from harness.errors import HarnessInputError
+    from harness.plan_command import rewrite_gate_plan
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(rewrite_gate_plan(list(sys.argv[1:] if argv is None else argv)))
     try:
         return args.func(args)
-    except HarnessInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        # Input errors raised by libraries we call with user data (model loading, annotation files)
-        from evals.lc_winrate import AnnotationError
-        from harness.models import ModelLoadError
+    except HarnessInputError as exc:  # also ModelLoadError and AnnotationError: input errors by type
+        from harness.redaction import scrub_text
 
-        if isinstance(exc, (AnnotationError, ModelLoadError)):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise
+        print(f"error: {scrub_text(str(exc))}", file=sys.stderr)  # a config error may echo a URL with its password
+        return 2
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ schema from the registry, so a new variant brings its own checks.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from datetime import datetime
@@ -19,7 +20,9 @@ from harness.errors import ConfigError
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+    # allow_inf_nan=False: a NaN bound passes every comparison and an infinite one disables a rule, so
+    # every float in a config must be a finite number (exit 2 naming the field)
+    model_config = ConfigDict(extra="forbid", validate_assignment=False, allow_inf_nan=False)
 
 
 class ModelConfig(_Strict):
@@ -66,7 +69,8 @@ class TrainingConfig(_Strict):
     max_steps: int = Field(16, gt=0)
     batch_size: int = Field(4, gt=0)
     gradient_accumulation_steps: int = Field(1, gt=0)
-    learning_rate: float = Field(2e-4, gt=0)
+    learning_rate: float = Field(2e-4, ge=0, description="0 is valid: the adapter stays zero, a no-change cell "
+                                                            "(how the gate's false-promote rate is checked end to end)")
     max_length: int = Field(192, gt=8)
     warmup_steps: int = Field(0, ge=0)
     logging_steps: int = Field(1, gt=0)
@@ -131,12 +135,23 @@ class EvalConfig(_Strict):
     batch_size: int = Field(8, gt=0)
     judge: JudgeConfig = Field(default_factory=RuleJudgeConfig)
     verbosity_gap_pct: float = Field(10.0, ge=0, description="winrate/verbosity_alarm fires when raw - LC exceeds this")
+    max_truncated_pct: float = Field(10.0, ge=0, le=100, description="above this share of answers cut at max_new_tokens "
+                                                                      "(either side), length ratios are censored: "
+                                                                      "dropped, so rules on them fail closed")
     kl: KLConfig = Field(default_factory=KLConfig)
     diversity: DiversityConfig = Field(default_factory=DiversityConfig)
     domain_tasks: list[str] = Field(default_factory=lambda: ["harness_arith_mc"])
     domain_limit: int | None = Field(40, gt=0)
     ifeval: IfevalConfig = Field(default_factory=IfevalConfig)
-    n_bootstrap: int = Field(200, ge=0)
+    n_bootstrap: int = Field(0, ge=0, description="paired bootstrap resamples; 0 (default): the analytic errors "
+                                                   "alone, which `harness gate plan` simulates (a bootstrap can "
+                                                   "only widen them)")
+    prompts: str | dict[str, Any] = Field("builtin", description="the eval prompts (evals.eval_prompts): builtin, "
+                                                                 "heldout, a JSONL/JSON/Parquet/CSV file, "
+                                                                 "hf:NAME[:SPLIT], or {name: alpaca_eval, "
+                                                                 "baseline_outputs: PATH}")
+    allow_prompt_overlap: bool = Field(False, description="allow eval prompts that also occur in the training data "
+                                                          "(normalised text); otherwise any overlap is a config error")
 
     @field_validator("judge", mode="before")
     @classmethod
@@ -165,24 +180,46 @@ class IterationConfig(_Strict):
 
 
 class GateRule(_Strict):
-    """One rule. Direction comes from the metric's declaration, never from the rule."""
+    """One rule, decided on a one-sided confidence bound by default. Direction comes from the metric's
+    declaration, never from the rule.
+
+    - `min`: the lower confidence bound must lie above it (superiority: "shown better than");
+    - `max`: the upper confidence bound must lie below it;
+    - `max_regression`: non-inferiority: the upper confidence bound of the drop vs `against` (paired per
+      item/prompt where the eval records `<metric>_delta` and its stderr) must lie below the allowed drop.
+    A bound that only touches its threshold shows nothing, so bound comparisons are strict. With
+    `statistic: point` the estimate alone decides (no error rate; flagged in the report and --json).
+    """
 
     metric: str
     name: str | None = None
     min: float | None = None
     max: float | None = None
-    strict: bool = Field(False, description="min/max exclude the bound itself (\"above 50\", not \"at least 50\")")
+    strict: bool = Field(False, description="statistic: point only: min/max exclude the bound itself")
     # allowed change vs a baseline, measured in the metric's own direction ("may get worse by at most")
     max_regression: float | None = Field(None, ge=0)
     relative: bool = Field(False, description="max_regression is a fraction of the baseline, not an absolute amount")
     # reference: the model this cell was trained against (the previous round when iterating);
     # start: the model the experiment started from; champion: the registry's alias
     against: Literal["reference", "champion", "start"] = "reference"
-    statistic: Literal["point", "ci_low", "ci_high"] = "point"
-    # noise-aware regression: a drop beyond max_regression fails only when the paired test
-    # (`<metric>_delta_pvalue`, e.g. McNemar on per-item accuracy) is significant at this level
-    significance: float | None = Field(None, gt=0, lt=1)
+    statistic: Literal["bound", "point"] = Field("bound", description="bound: decide on a one-sided confidence bound; "
+                                                                      "point: on the estimate alone (flagged)")
+    confidence: float = Field(0.95, ge=0.5, lt=1, description="one-sided level of the bound (before a sweep's "
+                                                              "Bonferroni share across its cells)")
     required: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            if "significance" in data:
+                raise ValueError("'significance' is gone: a max_regression rule is now a non-inferiority test on the "
+                                 "paired drop's upper confidence bound; write `confidence: 0.95` instead "
+                                 "(a non-significant drop no longer clears a regression)")
+            if data.get("statistic") in ("ci_low", "ci_high"):
+                raise ValueError(f"statistic {data['statistic']!r} is gone: the default `statistic: bound` reads the "
+                                 "lower bound for min and the upper bound for max; remove the field")
+        return data
 
     @model_validator(mode="after")
     def _has_a_bound(self) -> "GateRule":
@@ -190,8 +227,6 @@ class GateRule(_Strict):
             raise ValueError("a rule needs at least one of min, max, max_regression")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is above max {self.max}")
-        if self.significance is not None and self.max_regression is None:
-            raise ValueError("significance applies to max_regression: set max_regression too")
         return self
 
     @property
@@ -205,6 +240,9 @@ class GateConfig(_Strict):
     # name replaces the default one
     use_default_rules: bool = False
     allow_promote_without_rules: bool = False
+    family_size: int = Field(1, ge=1, description="cells competing for one promotion (a sweep sets it): each cell's "
+                                                  "bounds use alpha / family_size, so an all-equal sweep ships any "
+                                                  "cell with probability at most alpha")
 
 
 class RegistryConfig(_Strict):
@@ -214,10 +252,11 @@ class RegistryConfig(_Strict):
 
 
 class ExperimentConfig(_Strict):
-    name: str = "experiment"
+    name: str = Field("experiment", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._ -]*$",
+                      description="MLflow experiment name; letters, digits, . _ - and spaces (never a path)")
     output_dir: Path = Path("runs")
     cache_dir: Path | None = Field(None, description="model/data/generation caches; default <output_dir>/cache")
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="numpy and torch seeds must lie in [0, 2**32)")
     model: ModelConfig
     variant: str = Field(description="a registered variant: dpo, ipo, rpo, simpo, orpo, kto")
     beta: float | None = Field(None, description="the variant's beta; None takes the variant's paper default")
@@ -271,11 +310,11 @@ class ExperimentConfig(_Strict):
 # ---------------------------------------------------------------- loading
 
 
-def _format_loc(loc: tuple) -> str:
+def format_loc(loc: tuple) -> str:
     return ".".join(str(p) for p in loc) or "<root>"
 
 
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node = tree
     parts = dotted.split(".")
     for part in parts[:-1]:
@@ -302,9 +341,17 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
 def read_yaml_mapping(path: Path, kind: str = "config") -> dict:
     """A YAML file whose top level is a mapping, or a ConfigError naming the file."""
     try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such {kind} file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a {kind} file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a {kind}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
@@ -315,7 +362,7 @@ def read_yaml_mapping(path: Path, kind: str = "config") -> dict:
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     raw = read_yaml_mapping(Path(path))
     for key, value in parse_overrides(overrides or []):
-        _set_dotted(raw, key, value)
+        set_dotted(raw, key, value)
     return validate_config(raw, source=str(path))
 
 
@@ -328,12 +375,14 @@ def validate_config(raw: dict, source: str = "<config>") -> ExperimentConfig:
         config = ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
         for err in exc.errors():
-            problems.append(f"{_format_loc(err['loc'])}: {err['msg']} (got {err.get('input')!r})"
-                            if err["type"] not in ("missing",) else f"{_format_loc(err['loc'])}: field required")
+            problems.append(f"{format_loc(err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+                            if err["type"] not in ("missing",) else f"{format_loc(err['loc'])}: field required")
         config = None
     # Checks beyond the schema run on the raw values so they report even when the schema failed.
     if "variant" in raw:
         problems += variants.check_variant(raw["variant"], raw.get("beta"), raw.get("variant_params") or {})
+    if config is not None:  # first: it declares the metrics of configured lm-eval tasks for the rule check
+        problems += load_time_problems(config)
     problems += _check_gate_metrics(raw)
     if problems:
         raise ConfigError(f"{source}: {len(problems)} problem(s) in the config", problems)
@@ -357,4 +406,56 @@ def _check_gate_metrics(raw: dict) -> list[str]:
             close = suggest_metric(metric)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             problems.append(f"gate.rules.{i}.metric: unknown metric {metric!r}{hint}")
+    return problems
+
+
+def load_time_problems(config: ExperimentConfig) -> list[str]:
+    """What would otherwise fail only after training: alias names, files, folders, domain task names."""
+    from harness.tracking import alias_problem, model_name_problem  # MLflow's own naming rules, copied
+
+    problems = [f"registry.{field_name}: {why}" for field_name, why in (
+        ("alias", alias_problem(config.registry.alias)), ("model_name", model_name_problem(config.registry.model_name)))
+        if why]
+    for field_name, path in (("output_dir", config.output_dir), ("cache_dir", config.cache_dir)):
+        if path is None:
+            continue
+        blocker = next((p for p in [Path(path), *Path(path).parents] if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            problems.append(f"{field_name}: {path} cannot be a folder: {blocker} is a file")
+    data_file = config.eval.ifeval.data_file
+    if "ifeval_local" in config.eval.domain_tasks and data_file is not None and not Path(data_file).is_file():
+        problems.append(f"eval.ifeval.data_file: {data_file} is not a file")
+    problems += _unknown_domain_tasks(config.eval.domain_tasks)
+    from evals.eval_prompts import prompt_spec_problems  # the form, the file, and a judge that can judge the set
+
+    problems += prompt_spec_problems(config.eval.prompts, judge_name=config.eval.judge.name,
+                                     data_source=config.data.source)
+    return problems
+
+
+def _unknown_domain_tasks(tasks: list[str]) -> list[str]:
+    """The harness's own tasks are checked by name at once; any other name must be in lm-eval's task
+    index (read only in that case: scanning it takes seconds)."""
+    from evals.domain import BUILTIN_TASKS, resolve_task
+
+    others = [t for t in tasks if resolve_task(t) not in BUILTIN_TASKS and t != "ifeval_local"]
+    if not others:
+        return []
+    try:
+        from lm_eval.tasks import TaskManager
+
+        manager = TaskManager()
+        known = set(manager.all_tasks)
+    except Exception as exc:  # lm-eval cannot list its tasks: say so rather than guess
+        return [f"eval.domain_tasks: cannot check {others} against lm-eval's task index ({type(exc).__name__}: {exc})"]
+    from evals.domain import declare_task_metrics
+
+    problems = []
+    for task in others:
+        if task in known:  # its metrics become nameable by gate rules, with the direction lm-eval states
+            declare_task_metrics(task, manager.task_index)
+        else:
+            close = difflib.get_close_matches(task, [*known, *BUILTIN_TASKS], n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            problems.append(f"eval.domain_tasks: unknown task {task!r}{hint}")
     return problems

@@ -20,9 +20,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.config import ExperimentConfig
-from harness.experiment import (ExperimentResult, check_output_dir, console, ended_as_finished_or_failed,
-                               recorded_cell_run, redacted_config, report_or_recorded_failure)
+from harness.experiment import (
+    ExperimentResult,
+    check_output_dir,
+    console,
+    ended_as_finished_or_failed,
+    recorded_cell_run,
+)
 from harness.gate import PROMOTE
+from harness.recording import redacted_config, report_or_recorded_failure
 
 
 @dataclass
@@ -81,8 +87,9 @@ def round_hooks(hooks: dict[str, Callable], index: int) -> dict[str, Callable]:
 
 def run_iterative(config: ExperimentConfig, *, config_path: str = "", hooks: dict[str, Callable] | None = None,
                   extra_tags: dict[str, str] | None = None) -> IterativeResult:
+    from harness.data.loading import NoTrainingSignal, build_round, load_preference_data
+    from harness.data.rounds import pool_prompts
     from harness.models import load_model
-    from harness.preference_data import NoTrainingSignal, build_round, load_preference_data, pool_prompts
     from harness.tracking import Tracker, flatten
 
     hooks = hooks or {}

@@ -18,7 +18,10 @@ def add_judge_commands(subparsers) -> None:
     cal = judge_sub.add_parser(
         "calibrate", help="agreement with human labels, position and length bias, ties and cost of a judge",
         description="Judge human-labelled pairs (chosen = the human pick) in both orders and report agreement "
-                    "(Wilson 95 percent interval), position bias, length bias against the humans', tie rate and cost. "
+                    "(Wilson 95 percent interval), position bias, length bias against the humans', tie rate and cost, "
+                    "and two canaries judged against the human picks: a constant content-free answer and the "
+                    "pick padded to twice its length (judge/canary_flag is 1 when the judge prefers the first in "
+                    "more than 10 percent or the second in more than 60 percent of verdicts). "
                     "The result is stored in MLflow under the judge's fingerprint; every cell judged by the same "
                     "judge then carries judge/* metrics a gate rule can require. Exit 0 calibrated, 1 the judge "
                     "failed, 2 bad input.")
@@ -32,14 +35,22 @@ def add_judge_commands(subparsers) -> None:
     cal.add_argument("--output-dir", default="runs", help="the run directory holding mlflow.db (default runs)")
     cal.add_argument("--tracking-uri", help="a remote MLflow server instead of OUTPUT_DIR/mlflow.db")
     cal.add_argument("--n-bootstrap", type=int, default=200, help="bootstrap resamples for the slope intervals")
+    cal.add_argument("--no-canaries", action="store_true",
+                     help="skip the canaries (a constant content-free answer, and the reference padded to twice its "
+                          "length, each judged against the reference; 4 more verdicts per pair)")
     cal.add_argument("--no-record", action="store_true", help="measure only; store nothing in MLflow")
     cal.add_argument("--json", action="store_true", help="print one JSON object")
     cal.set_defaults(func=cmd_judge_calibrate)
 
 
 def cmd_judge_calibrate(args) -> int:
-    from evals.judge_calibration import (calibrate, judge_spec_from_text, load_labelled_pairs, make_judge,
-                                         record_calibration)
+    from evals.judge_calibration import (
+        calibrate,
+        judge_spec_from_text,
+        load_labelled_pairs,
+        make_judge,
+        record_calibration,
+    )
     from evals.judges import JudgeError
 
     spec = judge_spec_from_text(args.judge)
@@ -47,7 +58,7 @@ def cmd_judge_calibrate(args) -> int:
     judge = make_judge(spec)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # alpaca-eval and transformers print progress
-            calibration = calibrate(judge, labelled, n_bootstrap=args.n_bootstrap)
+            calibration = calibrate(judge, labelled, n_bootstrap=args.n_bootstrap, canaries=not args.no_canaries)
     except JudgeError as exc:
         print(f"error: the judge could not give verdicts: {exc}", file=sys.stderr)
         return 1
@@ -81,6 +92,10 @@ def _print_calibration(calibration) -> None:
     table.add_row("judge fingerprint", escape(calibration.fingerprint))
     console = Console()
     console.print(table)
+    if calibration.metrics.get("judge/canary_flag"):
+        console.print("[bold yellow]canary flag:[/] this judge prefers a content-free or padded answer beyond the set "
+                      "rate; win rates it gives can be gamed (gate on it: {metric: judge/canary_flag, max: 0, "
+                      "statistic: point})", markup=True)
     if calibration.run_id:
         console.print(f"stored: MLflow run {calibration.run_id} (experiment judge-calibration, judge key "
                       f"{calibration.key}); cells judged by this judge now carry judge/* metrics")

@@ -11,10 +11,14 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from harness.atomic_io import file_sha256, read_json, write_json_atomic
+from harness.errors import HarnessInputError
 
 EMBEDDED_SMOLLM = "embedded:smollm2-135m-instruct"
 EMBEDDED_TINY = "embedded:tiny"
@@ -22,8 +26,8 @@ EMBEDDED_MODELS = (EMBEDDED_SMOLLM, EMBEDDED_TINY)
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-class ModelLoadError(RuntimeError):
-    pass
+class ModelLoadError(HarnessInputError, RuntimeError):
+    """A model that cannot be loaded as configured (unknown name, pickle-only weights, missing files): exit 2."""
 
 
 @dataclass
@@ -45,20 +49,33 @@ def _smollm_package_dir() -> Path:
 
 
 def _atomic_dir(target: Path, build) -> Path:
-    """Build a directory in a temp sibling and rename it into place: a kill mid-way leaves no cache to trust."""
+    """Build a directory in a temp sibling and rename it into place: a kill mid-way leaves no cache to trust.
+
+    Two processes converting at once (two sweeps, a sweep and `harness data check`) are serialised by a
+    lock file beside the target: the second waits, then finds COMPLETE and reuses the folder. A COMPLETE
+    folder is never deleted (another process may be loading from it); only an incomplete one, which
+    nothing loads, is moved aside. The weights are hashed here, once (see `file_digests`)."""
+    from filelock import FileLock  # torch, transformers and huggingface_hub all depend on it
+
     if (target / "COMPLETE").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
-        build(tmp)
-        (tmp / "COMPLETE").write_text("ok\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with FileLock(str(target.parent / f".{target.name}.lock")):
+        if (target / "COMPLETE").exists():  # built by another process while this one waited
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            build(tmp)
+            file_digests(tmp, tmp / DIGEST_FILE, trust_fresh=True)
+            (tmp / "COMPLETE").write_text("ok\n")
+            if target.exists():  # left by a kill under older code: incomplete, so nothing loads it
+                stale = target.with_name(f".{target.name}.stale-{os.getpid()}")
+                os.replace(target, stale)
+                shutil.rmtree(stale, ignore_errors=True)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
@@ -123,24 +140,82 @@ def resolve_model_path(name: str, cache_dir: Path) -> str:
     return name  # an HF hub id or a local path
 
 
-def _fingerprint(path: str) -> str:
-    """Hash of the weight files' sizes and names plus config: cheap, and changes when the weights do."""
+# ---------------------------------------------------------------- content identity
+
+DIGEST_FILE = ".harness-digests.json"  # per-file sha256 with the size and mtime they were taken at
+# files that cannot change what loads: docs, our own markers; hidden files (locks, temp files) are skipped too
+_NOT_CONTENT = {"COMPLETE", "README.md", "LICENSE", "LICENSE.txt", "LICENSE.md", "USE_POLICY.md", "NOTICE"}
+
+
+def _content_files(folder: Path) -> list[Path]:
+    """Every top-level file of a model folder that from_pretrained may read: weights (any format), configs,
+    generation config, tokenizer files (tokenizer.json, tokenizer.model, vocab/merges), the chat template
+    (chat_template.jinja or inside tokenizer_config.json), remote code."""
+    return sorted(f for f in folder.iterdir()
+                  if f.is_file() and not f.name.startswith(".") and f.name not in _NOT_CONTENT)
+
+
+
+# A digest is reused only for a file last written well before it was hashed: file times tick in jiffies
+# (a few ms), so a same-size rewrite right after hashing could keep the mtime (git's "racy" index).
+_RACY_NS = 2_000_000_000
+
+
+def file_digests(folder: Path, store: Path, *, trust_fresh: bool = False) -> dict[str, str]:
+    """{file name: sha256 of all its bytes} for the content files of `folder`.
+
+    Hashing GBs of weights at every load would cost seconds to minutes, so digests are kept in `store`
+    with each file's size and mtime (ns) and reused while both are unchanged; a file rewritten since is
+    hashed again. (A rewrite that keeps the size and restores the mtime is not seen: the trade-off make
+    and rsync make.) `trust_fresh`: the files were just written by this process into a private folder
+    (a conversion), so digests taken right after writing may be reused. A store that cannot be written
+    only costs a re-hash next time."""
+    recorded = read_json(store)
+    recorded = recorded if isinstance(recorded, dict) else {}
+    entries: dict[str, dict] = {}
+    for f in _content_files(Path(folder)):
+        now = time.time_ns()
+        st = f.stat()  # before hashing: a write during the hash leaves a newer mtime, so it is hashed again
+        old = recorded.get(f.name)
+        if isinstance(old, dict) and old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns \
+                and (old.get("trusted") or st.st_mtime_ns < old.get("hashed_at_ns", 0) - _RACY_NS):
+            entries[f.name] = old
+        else:
+            entries[f.name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "hashed_at_ns": now,
+                               "sha256": file_sha256(f), **({"trusted": True} if trust_fresh else {})}
+    if entries != recorded:
+        try:
+            write_json_atomic(store, entries)
+        except OSError:
+            pass
+    return {name: e["sha256"] for name, e in entries.items()}
+
+
+def _digest_store(folder: Path, cache_dir: Path | None) -> Path:
+    """Inside the folder for our own converted caches; under cache_dir for a user's folder (never written to)."""
+    folder = folder.resolve()
+    if cache_dir is not None:
+        cache = Path(cache_dir).resolve()
+        if folder.is_relative_to(cache):
+            return folder / DIGEST_FILE
+        key = hashlib.sha256(str(folder).encode()).hexdigest()[:24]
+        return cache / "models" / "digests" / f"{key}.json"
+    return folder / DIGEST_FILE
+
+
+def model_fingerprint(path: str, *, dtype: str = "float32", cache_dir: Path | None = None,
+                      revision: str | None = None) -> str:
+    """Content identity of a model as loaded: every byte of every file in a local folder (weights, config,
+    tokenizer files, chat template), the dtype it is loaded in; for a hub id, the id and the commit
+    transformers resolved (`revision`). Caches (generations, data, reference log-probs, domain baselines)
+    key on it: any change that can change a result changes it."""
+    h = hashlib.sha256(json.dumps({"dtype": str(dtype)}).encode())
     p = Path(path)
-    h = hashlib.sha256()
     if p.is_dir():
-        for f in sorted(p.glob("*")):
-            if f.name.endswith((".safetensors", ".json", ".bin")):
-                h.update(f.name.encode())
-                h.update(str(f.stat().st_size).encode())
-                if f.suffix == ".json" or f.stat().st_size < 1 << 20:
-                    h.update(f.read_bytes())
-                else:  # large weight files: hash head and tail, enough to tell checkpoints apart
-                    with f.open("rb") as fh:
-                        h.update(fh.read(1 << 20))
-                        fh.seek(-(1 << 20), os.SEEK_END)
-                        h.update(fh.read())
-    else:
-        h.update(path.encode())  # a hub id: pin a revision in the name for a stronger identity
+        for name, digest in sorted(file_digests(p, _digest_store(p, cache_dir)).items()):
+            h.update(f"{name}\0{digest}\0".encode())
+    else:  # a hub id: the resolved commit pins the files
+        h.update(json.dumps({"hub": path, "revision": revision}).encode())
     return h.hexdigest()[:16]
 
 
@@ -195,7 +270,9 @@ def load_model(
         hint = f" ({_PICKLE_HINT})" if not allow_pickle_weights and "safetensors" in str(exc) else ""
         raise ModelLoadError(f"could not load model {name!r} from {path}: {exc}{hint}") from exc
     model.eval()
-    return LoadedModel(model=model, tokenizer=tok, name=name, fingerprint=_fingerprint(path))
+    fingerprint = model_fingerprint(path, dtype=dtype, cache_dir=Path(cache_dir),
+                                    revision=getattr(getattr(model, "config", None), "_commit_hash", None))
+    return LoadedModel(model=model, tokenizer=tok, name=name, fingerprint=fingerprint)
 
 
 def describe(loaded: LoadedModel) -> str:

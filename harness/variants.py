@@ -7,6 +7,7 @@ needs a reference model, and its own parameters with paper defaults and checks.
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -61,6 +62,8 @@ def _number(lo: float | None = None, hi: float | None = None, lo_open: bool = Fa
     def check(v: Any) -> str | None:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             return f"must be a number (got {v!r})"
+        if not math.isfinite(v):  # NaN compares false with every bound and would pass them all
+            return f"must be a finite number (got {v})"
         if lo is not None and (v < lo or (lo_open and v == lo)):
             return f"must be {'>' if lo_open else '>='} {lo} (got {v})"
         if hi is not None and (v > hi or (hi_open and v == hi)):
@@ -146,7 +149,7 @@ def check_variant(name: Any, beta: Any, params: dict[str, Any]) -> list[str]:
     if beta is not None:
         if isinstance(beta, bool) or not isinstance(beta, (int, float)):
             pass  # the schema already reports a wrong type
-        elif beta <= 0:
+        elif not math.isfinite(beta) or beta <= 0:
             problems.append(f"beta: must be > 0 for {name} (got {beta})")
     if not isinstance(params, dict):
         return problems + ["variant_params: must be a mapping"]

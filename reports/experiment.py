@@ -16,23 +16,42 @@ as "NaN" and is highlighted.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import numbers
-import os
 import pprint
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
-import jinja2
 from markupsafe import Markup
+
+from reports.common import (
+    CURVE_PANELS,
+    DASH,
+    MISSING,
+    POLICY_COLOR,
+    REFERENCE_COLOR,
+    Val,
+    as_float,
+    check_reason,
+    check_rows,
+    curve_points,
+    fig_html,
+    finite,
+    fmt,
+    fmt_float,
+    judge_calibration_box,
+    layout,
+    mapping,
+    plotlyjs,
+    seq,
+    template_env,
+    text_or_none,
+    write_page_atomic,
+)
+from reports.headline import key_numbers
 
 __all__ = ["render_experiment_report", "build_context"]
 
-DASH = "—"
 
 # Metric key suffixes that decorate a base metric rather than being one.
 _STDERR = "_stderr"
@@ -40,16 +59,6 @@ _CI_LOW = "_ci_low"
 _CI_HIGH = "_ci_high"
 _SUFFIXES = (_STDERR, _CI_LOW, _CI_HIGH)
 
-# Training-curve panels: (title, [(history key, trace label)]).
-_CURVE_PANELS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
-    ("loss", (("loss", "train loss"), ("eval_loss", "eval loss"))),
-    ("rewards/margins", (("rewards/margins", "rewards/margins"),)),
-    ("log-probs", (("logps/chosen", "logps/chosen"), ("logps/rejected", "logps/rejected"))),
-)
-
-_POLICY_COLOR = "#4c6ef5"
-_REFERENCE_COLOR = "#adb5bd"
-_FONT = "-apple-system, BlinkMacSystemFont, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
 
 # A policy/reference length ratio at or above this is flagged in the samples table.
 _INFLATED_RATIO = 1.5
@@ -58,147 +67,20 @@ _INFLATED_RATIO = 1.5
 # --------------------------------------------------------------------------- values
 
 
-@dataclass(frozen=True)
-class Val:
-    """A formatted value: its text, and whether it is NaN (highlighted)."""
-
-    text: str
-    nan: bool = False
-    missing: bool = False
-
-
-_MISSING = Val(DASH, missing=True)
-
-
-def _as_float(v: Any) -> float | None:
-    """A real number as float, or None (bools, strings, None are not numbers here)."""
-    if v is None or isinstance(v, bool):
-        return None
-    if isinstance(v, numbers.Real):
-        try:
-            return float(v)
-        except (TypeError, ValueError, OverflowError):
-            return None
-    return None
-
-
-def _fmt_float(x: float) -> str:
-    if math.isnan(x):
-        return "NaN"
-    if math.isinf(x):
-        return "∞" if x > 0 else "−∞"
-    if x == 0:
-        return "0"
-    ax = abs(x)
-    if ax >= 1e6 or ax < 1e-3:
-        return f"{x:.3e}"
-    text = f"{x:.4f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
-
-
-def fmt(v: Any) -> Val:
-    """Format any value for a table cell."""
-    if v is None:
-        return _MISSING
-    if isinstance(v, bool):
-        return Val("true" if v else "false")
-    if isinstance(v, numbers.Integral):
-        return Val(str(int(v)))
-    x = _as_float(v)
-    if x is not None:
-        return Val(_fmt_float(x), nan=math.isnan(x))
-    if isinstance(v, str):
-        return Val(v) if v != "" else _MISSING
-    try:
-        return Val(json.dumps(v, default=str, ensure_ascii=False))
-    except (TypeError, ValueError):
-        return Val(str(v))
-
-
-def _text(v: Any) -> str | None:
-    """Model text / prompt as a display string (chat message lists are flattened)."""
-    if v is None:
-        return None
-    if isinstance(v, str):
-        return v
-    if isinstance(v, (list, tuple)) and v and all(isinstance(m, Mapping) for m in v):
-        lines = []
-        for m in v:
-            role = m.get("role")
-            content = m.get("content")
-            lines.append(f"[{role}] {content}" if role is not None else str(content))
-        return "\n\n".join(lines)
-    if isinstance(v, float) and math.isnan(v):
-        return "NaN"
-    try:
-        return json.dumps(v, default=str, ensure_ascii=False, indent=2)
-    except (TypeError, ValueError):
-        return str(v)
-
-
-def _mapping(v: Any) -> Mapping:
-    return v if isinstance(v, Mapping) else {}
-
-
-def _seq(v: Any) -> list:
-    if isinstance(v, (list, tuple)):
-        return list(v)
-    return []
-
-
 # --------------------------------------------------------------------------- sections
-
-
-def _checks(raw: Any) -> list[dict]:
-    rows = []
-    for i, c in enumerate(_seq(raw)):
-        c = _mapping(c)
-        passed = c.get("passed")
-        passed = passed if isinstance(passed, bool) else None
-        required = c.get("required")
-        rows.append(
-            {
-                "index": i,
-                "name": fmt(c.get("name")),
-                "metric": fmt(c.get("metric")),
-                "value": fmt(c.get("value")),
-                "bound": fmt(c.get("bound")),
-                "baseline": fmt(c.get("baseline")),
-                "statistic": fmt(c.get("statistic")),
-                "passed": passed,
-                "required": required if isinstance(required, bool) else None,
-                "reason": fmt(c.get("reason")),
-                "_raw_reason": c.get("reason"),
-                "_raw_name": c.get("name"),
-            }
-        )
-    # Failed first (required before optional), then unknown, then passed; stable.
-    def key(r: dict) -> tuple[int, int, int]:
-        rank = {False: 0, None: 1, True: 2}[r["passed"]]
-        return (rank, 0 if r["required"] is not False else 1, r["index"])
-
-    rows.sort(key=key)
-    return rows
-
-
-def _check_reason(c: dict) -> str:
-    reason, name = c["_raw_reason"], c["_raw_name"]
-    if reason not in (None, ""):
-        return f"{name}: {reason}" if name not in (None, "") else str(reason)
-    return f"{name if name not in (None, '') else 'a check'} failed"
 
 
 def _why(checks: list[dict], errors: list[dict]) -> str:
     # checks are sorted: required failures first, then optional failures.
     failed = [c for c in checks if c["passed"] is False]
     if failed and failed[0]["required"] is not False:
-        text = _check_reason(failed[0])
+        text = check_reason(failed[0])
         if len(failed) > 1:
             text += f" (+{len(failed) - 1} more failed)"
         return text
     if failed:  # only optional checks failed
         n_req = sum(c["required"] is not False for c in checks)
-        return f"all {n_req} required checks passed; optional {_check_reason(failed[0])}"
+        return f"all {n_req} required checks passed; optional {check_reason(failed[0])}"
     if not checks:
         text = "no gate checks recorded"
     elif all(c["passed"] is True for c in checks):
@@ -221,8 +103,8 @@ def _arrow(spec: Mapping) -> tuple[str, str]:
 
 
 def _metrics(raw: Any, specs_raw: Any) -> list[dict]:
-    metrics = _mapping(raw)
-    specs = _mapping(specs_raw)
+    metrics = mapping(raw)
+    specs = mapping(specs_raw)
     keys = [k for k in metrics.keys()]
     str_keys = {str(k) for k in keys}
 
@@ -234,7 +116,7 @@ def _metrics(raw: Any, specs_raw: Any) -> list[dict]:
         ks = str(k)
         if is_decoration(ks):
             continue
-        spec = _mapping(specs.get(k, specs.get(ks)))
+        spec = mapping(specs.get(k, specs.get(ks)))
         arrow, arrow_title = _arrow(spec)
         lo = metrics.get(ks + _CI_LOW)
         hi = metrics.get(ks + _CI_HIGH)
@@ -254,18 +136,18 @@ def _metrics(raw: Any, specs_raw: Any) -> list[dict]:
 
 
 def _data(raw: Any) -> dict:
-    data = _mapping(raw)
+    data = mapping(raw)
     dropped_raw = data.get("dropped")
     dropped = []
     total = 0.0
     total_ok = True
     if isinstance(dropped_raw, Mapping):
         def by_count(kv: tuple) -> tuple[bool, float]:
-            x = _finite(kv[1])
+            x = finite(kv[1])
             return (x is None, -(x or 0.0))
 
         for reason, n in sorted(dropped_raw.items(), key=by_count):
-            x = _as_float(n)
+            x = as_float(n)
             if x is None or math.isnan(x):
                 total_ok = False
             else:
@@ -273,11 +155,11 @@ def _data(raw: Any) -> dict:
             dropped.append({"reason": fmt(reason), "count": fmt(n)})
     elif dropped_raw is not None:
         dropped.append({"reason": fmt("(unspecified)"), "count": fmt(dropped_raw)})
-        x = _as_float(dropped_raw)
+        x = as_float(dropped_raw)
         total_ok = x is not None and not math.isnan(x)
         total = x or 0.0
     extra = [
-        {"key": fmt(k), "value": fmt(v), "numeric": _as_float(v) is not None,
+        {"key": fmt(k), "value": fmt(v), "numeric": as_float(v) is not None,
          "list_items": [fmt(i) for i in v] if isinstance(v, (list, tuple)) and v else None}
         for k, v in data.items()
         if k not in ("pairs", "dropped", "dropped_total")  # both shown as "rows dropped"
@@ -295,16 +177,16 @@ def _errors(raw: Any) -> list[dict]:
     if raw is None:
         return []
     if isinstance(raw, Mapping):
-        return [{"name": fmt(k), "message": _text(v) or DASH} for k, v in raw.items()]
+        return [{"name": fmt(k), "message": text_or_none(v) or DASH} for k, v in raw.items()]
     if isinstance(raw, (list, tuple)):
-        return [{"name": fmt(i), "message": _text(v) or DASH} for i, v in enumerate(raw)]
-    text = _text(raw)
+        return [{"name": fmt(i), "message": text_or_none(v) or DASH} for i, v in enumerate(raw)]
+    text = text_or_none(raw)
     return [{"name": fmt("error"), "message": text}] if text else []
 
 
 def _verdict_label(v: Any) -> tuple[str, str]:
     """Judge preference (alpaca-eval: 1 reference, 2 policy, 1.5 tie) -> (label, css class)."""
-    x = _as_float(v)
+    x = as_float(v)
     if x is None:
         if v is None:
             return DASH, "missing"
@@ -318,7 +200,7 @@ def _verdict_label(v: Any) -> tuple[str, str]:
     else:
         label, cls = "reference wins", "loss"
     if x not in (1.0, 1.5, 2.0):
-        label += f" ({_fmt_float(x)})"
+        label += f" ({fmt_float(x)})"
     return label, cls
 
 
@@ -332,23 +214,23 @@ def _ratio(policy: float | None, reference: float | None) -> float | None:
 
 def _samples(raw: Any) -> list[dict]:
     rows = []
-    for i, s in enumerate(_seq(raw)):
-        s = _mapping(s)
-        ptok = _as_float(s.get("policy_tokens"))
-        rtok = _as_float(s.get("reference_tokens"))
+    for i, s in enumerate(seq(raw)):
+        s = mapping(s)
+        ptok = as_float(s.get("policy_tokens"))
+        rtok = as_float(s.get("reference_tokens"))
         ratio = _ratio(ptok, rtok)
         label, cls = _verdict_label(s.get("verdict"))
         rows.append(
             {
                 "index": i + 1,
-                "prompt": _text(s.get("prompt")),
-                "reference": _text(s.get("reference")),
-                "policy": _text(s.get("policy")),
+                "prompt": text_or_none(s.get("prompt")),
+                "reference": text_or_none(s.get("reference")),
+                "policy": text_or_none(s.get("policy")),
                 "verdict": label,
                 "verdict_class": cls,
                 "reference_tokens": fmt(s.get("reference_tokens")),
                 "policy_tokens": fmt(s.get("policy_tokens")),
-                "ratio": (Val(f"×{ratio:.2f}") if math.isfinite(ratio) else Val("×∞")) if ratio is not None else _MISSING,
+                "ratio": (Val(f"×{ratio:.2f}") if math.isfinite(ratio) else Val("×∞")) if ratio is not None else MISSING,
                 "inflated": ratio is not None and ratio >= _INFLATED_RATIO,
                 "_ratio": ratio,
             }
@@ -358,74 +240,15 @@ def _samples(raw: Any) -> list[dict]:
     return rows
 
 
-def _finite(v: Any) -> float | None:
-    x = _as_float(v)
-    return x if x is not None and math.isfinite(x) else None
-
-
-def _judge_calibration(r: Mapping) -> dict:
-    """The "Judge calibration" box: agreement with human labels (with its interval), position flips,
-    length bias against the humans', or "uncalibrated" when the cell's judge has no stored calibration."""
-    from evals.judge_calibration import CALIBRATE_COMMAND, calibration_summary
-
-    metrics, info = _mapping(r.get("metrics")), _mapping(r.get("judge_calibration"))
-    judge = _mapping(_mapping(r.get("config")).get("eval")).get("judge")
-    name = judge.get("name") if isinstance(judge, Mapping) else judge
-    box = {"judge": fmt(name), "fingerprint": fmt(info.get("judge_key")), "run_id": fmt(info.get("run_id")),
-           "labels": fmt(info.get("labels")), "command": CALIBRATE_COMMAND}
-    if _finite(metrics.get("judge/agreement_pct")) is None:
-        return box | {"calibrated": False, "cls": "warn", "rows": []}
-    rows = calibration_summary({k: v for k, v in metrics.items() if _finite(v) is not None})
-    return box | {"calibrated": True, "cls": "", "rows": rows}
-
-
 # --------------------------------------------------------------------------- plots
 
 
-def _fig_html(fig: Any, div_id: str, height: int) -> Markup:
-    html = fig.to_html(
-        full_html=False,
-        include_plotlyjs=False,
-        div_id=div_id,
-        default_height=f"{height}px",
-        default_width="100%",
-        config={"displaylogo": False, "responsive": True},
-    )
-    # Trusted: generated by plotly from numbers and this module's fixed labels.
-    return Markup(html)
-
-
-def _layout(fig: Any, height: int, **kw: Any) -> None:
-    fig.update_layout(
-        template="plotly_white",
-        height=height,
-        margin={"l": 50, "r": 20, "t": 50, "b": 45},
-        font={"family": _FONT, "size": 12},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.08, "xanchor": "left", "x": 0},
-        **kw,
-    )
-
-
-def curve_points(history: list, key: str) -> tuple[list[float], list[float]]:
-    """(steps, values) of one logged series, skipping rows without a finite value; a row without
-    a step counts as its position."""
-    xs, ys = [], []
-    for i, h in enumerate(history):
-        y = _finite(h.get(key))
-        if y is None:
-            continue
-        x = _finite(h.get("step"))
-        xs.append(x if x is not None else i + 1)
-        ys.append(y)
-    return xs, ys
-
-
 def _training_plot(history_raw: Any) -> Markup | None:
-    history = [h for h in _seq(history_raw) if isinstance(h, Mapping)]
+    history = [h for h in seq(history_raw) if isinstance(h, Mapping)]
     if not history:
         return None
     panels = []
-    for title, series in _CURVE_PANELS:
+    for title, series in CURVE_PANELS:
         traces = []
         for key, label in series:
             xs, ys = curve_points(history, key)
@@ -436,8 +259,8 @@ def _training_plot(history_raw: Any) -> Markup | None:
     if not panels:
         return None
 
-    from plotly.subplots import make_subplots
     import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
     fig = make_subplots(
         rows=1, cols=len(panels), subplot_titles=[t for t, _ in panels], horizontal_spacing=0.07
@@ -460,14 +283,14 @@ def _training_plot(history_raw: Any) -> Markup | None:
                 col=col,
             )
         fig.update_xaxes(title_text="step", row=1, col=col)
-    _layout(fig, 360)
-    return _fig_html(fig, "plot-training", 360)
+    layout(fig, 360)
+    return fig_html(fig, "plot-training", 360)
 
 
 def _length_plot(samples_raw: Any) -> tuple[Markup | None, dict | None]:
-    samples = [s for s in _seq(samples_raw) if isinstance(s, Mapping)]
-    pol = [x for x in (_finite(s.get("policy_tokens")) for s in samples) if x is not None]
-    ref = [x for x in (_finite(s.get("reference_tokens")) for s in samples) if x is not None]
+    samples = [s for s in seq(samples_raw) if isinstance(s, Mapping)]
+    pol = [x for x in (finite(s.get("policy_tokens")) for s in samples) if x is not None]
+    ref = [x for x in (finite(s.get("reference_tokens")) for s in samples) if x is not None]
     if not pol and not ref:
         return None, None
 
@@ -476,21 +299,21 @@ def _length_plot(samples_raw: Any) -> tuple[Markup | None, dict | None]:
     fig = go.Figure()
     if ref:
         fig.add_trace(
-            go.Histogram(x=ref, name="reference", marker_color=_REFERENCE_COLOR, opacity=0.75, bingroup=1)
+            go.Histogram(x=ref, name="reference", marker_color=REFERENCE_COLOR, opacity=0.75, bingroup=1)
         )
     if pol:
-        fig.add_trace(go.Histogram(x=pol, name="policy", marker_color=_POLICY_COLOR, opacity=0.65, bingroup=1))
-    _layout(fig, 340, barmode="overlay", xaxis_title="response length (tokens)", yaxis_title="samples")
+        fig.add_trace(go.Histogram(x=pol, name="policy", marker_color=POLICY_COLOR, opacity=0.65, bingroup=1))
+    layout(fig, 340, barmode="overlay", xaxis_title="response length (tokens)", yaxis_title="samples")
 
     def stats(xs: list[float]) -> dict:
         if not xs:
-            return {"n": fmt(0), "mean": _MISSING, "median": _MISSING}
+            return {"n": fmt(0), "mean": MISSING, "median": MISSING}
         s = sorted(xs)
         m = len(s) // 2
         median = s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2
         return {"n": fmt(len(s)), "mean": fmt(sum(s) / len(s)), "median": fmt(median)}
 
-    return _fig_html(fig, "plot-lengths", 340), {"policy": stats(pol), "reference": stats(ref)}
+    return fig_html(fig, "plot-lengths", 340), {"policy": stats(pol), "reference": stats(ref)}
 
 
 # --------------------------------------------------------------------------- config
@@ -517,40 +340,64 @@ def _config_text(config: Any) -> tuple[str, str]:
 # --------------------------------------------------------------------------- render
 
 
-@functools.lru_cache(maxsize=1)
-def _env() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("reports", "templates"),
-        autoescape=True,  # explicit: select_autoescape() does not apply to from_string templates
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    return env
+def gate_plan_rows(raw: Any) -> dict | None:
+    """What the gate could and could not have detected at this cell's eval sizes (harness.gate_plan)."""
+    plan = mapping(raw)
+    if not plan:
+        return None
+    rows = [{"scenario": fmt(s.get("scenario")), "description": fmt(s.get("description")),
+             "expected": fmt(s.get("expected")),
+             "promote": fmt(None if s.get("promote_rate") is None else f"{100 * s['promote_rate']:.1f}%"),
+             "mc": fmt(None if s.get("mc_stderr") is None else f"±{100 * s['mc_stderr']:.1f}")}
+            for s in map(mapping, seq(plan.get("scenarios")))]
+    sizes = mapping(plan.get("sizes"))
+    return {"rows": rows, "sims": fmt(plan.get("sims")), "n_prompts": fmt(sizes.get("n_prompts")),
+            "domain_items": fmt(", ".join(f"{k} {v}" for k, v in mapping(sizes.get("domain_items")).items()) or None),
+            "family_size": fmt(plan.get("family_size")),
+            "not_simulated": fmt(", ".join(map(str, seq(plan.get("not_simulated")))) or None)}
 
 
-@functools.lru_cache(maxsize=1)
-def _plotlyjs() -> Markup:
-    from plotly.offline import get_plotlyjs
+_WINRATES = (("raw", "winrate/win_rate_pct", None), ("length-controlled (LC)", "winrate/lc_win_rate_pct",
+                                                       "winrate/lc_identified"),
+             ("style-controlled", "winrate/style_controlled_pct", "winrate/style_identified"))
 
-    return Markup(get_plotlyjs())
+
+def winrate_rows(result: Any) -> dict | None:
+    """Raw, LC and style-controlled win rates side by side, which of them a gate rule read, and why a
+    controlled one is missing (evals.winrate_stats leaves it out when the answers do not identify it)."""
+    r = mapping(result)
+    m = mapping(r.get("metrics"))
+    if finite(m.get("winrate/win_rate_pct")) is None:
+        return None
+    read_by_gate = {str(mapping(c).get("metric")) for c in seq(r.get("checks"))}
+    rows = []
+    for label, key, flag in _WINRATES:
+        value = finite(m.get(key))
+        reason = m.get(f"{key}_missing_reason")
+        if not isinstance(reason, str) or not reason:
+            reason = (f"not identified ({flag} = 0)" if finite(m.get(flag)) == 0.0 else "not measured") if flag else ""
+        rows.append({"id": key.split("/")[1], "label": label, "key": key, "missing": value is None,
+                     "value": fmt(value), "stderr": fmt(finite(m.get(key + _STDERR))),
+                     "lo": fmt(finite(m.get(key + _CI_LOW))), "hi": fmt(finite(m.get(key + _CI_HIGH))),
+                     "gated": key in read_by_gate, "reason": fmt(reason if value is None else None)})
+    return {"rows": rows, "censored": finite(m.get("winrate/lengths_censored")) == 1.0,
+            "gate_reads_none": not any(row["gated"] for row in rows)}
 
 
 def build_context(result: Any) -> dict:
     """The template context for ``result`` (exposed for tests and other pages)."""
-    r = _mapping(result)
-    checks = _checks(r.get("checks"))
+    r = mapping(result)
+    checks = check_rows(r.get("checks"))
     errors = _errors(r.get("errors"))
     verdict_raw = r.get("verdict")
     verdict = str(verdict_raw).upper() if verdict_raw not in (None, "") else None
     verdict_class = {"PROMOTE": "promote", "BLOCK": "block"}.get(verdict or "", "unknown")
     samples = _samples(r.get("samples"))
-    training = _mapping(r.get("training"))
+    training = mapping(r.get("training"))
     training_plot = _training_plot(training.get("history"))
     length_plot, length_stats = _length_plot(r.get("samples"))
     config_text, config_format = _config_text(r.get("config"))
     n_failed = sum(c["passed"] is False for c in checks)
-    from reports.headline import key_numbers  # imports this module: keep the import here
 
     return {
         "experiment": fmt(r.get("experiment")),
@@ -560,7 +407,8 @@ def build_context(result: Any) -> dict:
         "verdict_class": verdict_class,
         "why": _why(checks, errors),
         "key_numbers": key_numbers(r),
-        "judge_calibration": _judge_calibration(r),
+        "winrates": winrate_rows(r),
+        "judge_calibration": judge_calibration_box(r),
         "checks": checks,
         "n_failed": n_failed,
         "n_passed": sum(c["passed"] is True for c in checks),
@@ -571,33 +419,16 @@ def build_context(result: Any) -> dict:
         "length_plot": length_plot,
         "length_stats": length_stats,
         "samples": samples,
-        "inflated_ratio": _fmt_float(_INFLATED_RATIO),
+        "inflated_ratio": fmt_float(_INFLATED_RATIO),
         "config_text": config_text,
         "config_format": config_format,
-        "plotlyjs": _plotlyjs() if (training_plot is not None or length_plot is not None) else None,
+        "gate_plan": gate_plan_rows(r.get("gate_plan")),
+        "plotlyjs": plotlyjs() if (training_plot is not None or length_plot is not None) else None,
     }
 
 
 def render_html(result: Any) -> str:
-    return _env().get_template("experiment.html").render(**build_context(result))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    return template_env().get_template("experiment.html").render(**build_context(result))
 
 
 def render_experiment_report(result: dict, out_path: Path) -> Path:
@@ -607,5 +438,5 @@ def render_experiment_report(result: dict, out_path: Path) -> Path:
     """
     out_path = Path(out_path)
     html = render_html(result)
-    _atomic_write(out_path, html)
+    write_page_atomic(out_path, html)
     return out_path

@@ -44,7 +44,7 @@ def safe_name(name: Any, default: str = "unnamed") -> str:
 
 def _artifact_names(tracker, run_id: str) -> set[str]:
     try:
-        return {Path(a.path).name for a in tracker.client.list_artifacts(run_id)}
+        return {Path(a.path).name for a in tracker.list_artifacts(run_id)}
     except Exception:
         return set()
 
@@ -54,7 +54,7 @@ def _artifact_text(tracker, run_id: str, name: str, names: set[str]) -> str | No
         return None
     with tempfile.TemporaryDirectory(prefix="harness-report-") as tmp:
         try:
-            local = tracker.client.download_artifacts(run_id, name, tmp)
+            local = tracker.download_artifacts(run_id, name, tmp)
             return Path(local).read_text(encoding="utf-8")
         except Exception:
             return None
@@ -132,7 +132,7 @@ def _history(tracker, run_id: str, metric_keys: list[str]) -> list[dict]:
         if not key.startswith("train/") or key == "train/seconds":
             continue
         try:
-            points = tracker.client.get_metric_history(run_id, key)
+            points = tracker.get_metric_history(run_id, key)
         except Exception:
             continue
         for p in points:
@@ -146,11 +146,11 @@ def _history(tracker, run_id: str, metric_keys: list[str]) -> list[dict]:
 
 def load_cell_result(tracker, run_id: str) -> dict:
     """The cell page's input dict for one run, rebuilt from MLflow."""
-    run = tracker.client.get_run(run_id)
+    run = tracker.get_run(run_id)
     tags, params, all_metrics = dict(run.data.tags), dict(run.data.params), dict(run.data.metrics)
     names = _artifact_names(tracker, run_id)
     try:
-        experiment = tracker.client.get_experiment(run.info.experiment_id).name
+        experiment = tracker.experiment_name(run.info.experiment_id)
     except Exception:
         experiment = None
 
@@ -209,16 +209,16 @@ def _children(tracker, run_id: str) -> list:
     if not _RUN_ID.match(run_id):
         return []
     try:
-        experiment_ids = [e.experiment_id for e in tracker.client.search_experiments()]
+        experiment_ids = tracker.experiment_ids()
     except Exception:
-        experiment_ids = [tracker.client.get_run(run_id).info.experiment_id]
-    runs = tracker.client.search_runs(experiment_ids, filter_string=f"tags.mlflow.parentRunId = '{run_id}'",
+        experiment_ids = [tracker.get_run(run_id).info.experiment_id]
+    runs = tracker.search_runs(experiment_ids, filter_string=f"tags.mlflow.parentRunId = '{run_id}'",
                                       max_results=5000)
     return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
 
 
 def is_sweep_run(tracker, run_id: str) -> bool:
-    run = tracker.client.get_run(run_id)
+    run = tracker.get_run(run_id)
     return "harness.sweep" in run.data.tags or bool(_children(tracker, run_id))
 
 
@@ -253,7 +253,7 @@ def _champion(tracker, parent_tags: dict, cells: list[dict]) -> dict | None:
 
 def load_sweep_result(tracker, run_id: str) -> dict:
     """The sweep page's input dict for a parent run and its child (cell) runs."""
-    parent = tracker.client.get_run(run_id)
+    parent = tracker.get_run(run_id)
     tags = dict(parent.data.tags)
     cells = []
     for child in _children(tracker, run_id):
@@ -272,6 +272,11 @@ def load_sweep_result(tracker, run_id: str) -> dict:
         "cells": cells,
         "champion": champion,
         "pareto": None,  # computed by the report from the cells' LC win rate and KL
+        # the sweep's one-champion selection (harness.sweep records it on the parent run)
+        "selection": {"rule": tags.get("harness.select.rule"), "winner_cell": tags.get("harness.select.winner_cell"),
+                      "promotion": tags.get("harness.select.promotion"),
+                      "passed": [c for c in (tags.get("harness.select.passed_not_selected") or "").split(",")
+                                 if c not in ("", "-")]} if tags.get("harness.select.rule") else None,
     }
 
 
@@ -291,10 +296,10 @@ def render_from_mlflow(tracker, run_id: str, out: Path | None = None, *, log_art
     from reports.sweep import render_sweep_report
 
     base = Path(tracker.output_dir)
-    if tracker.client.get_run(run_id).data.tags.get("harness.role") == "iterative":
+    if tracker.get_run(run_id).data.tags.get("harness.role") == "iterative":
         from reports.iterative import render_iterative_from_mlflow
 
-        cell = tracker.client.get_run(run_id).data.tags.get("harness.cell", run_id)
+        cell = tracker.get_run(run_id).data.tags.get("harness.cell", run_id)
         path = Path(out) if out else base / "iterative" / safe_name(cell, run_id) / "report.html"
         render_iterative_from_mlflow(tracker, run_id, path, _children(tracker, run_id))
     elif is_sweep_run(tracker, run_id):

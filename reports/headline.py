@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from reports.experiment import DASH, _finite, _fmt_float, _mapping
+from reports.common import DASH, finite, fmt_float, mapping
 
 LC = "winrate/lc_win_rate_pct"
 RAW = "winrate/win_rate_pct"
@@ -29,11 +29,11 @@ GAP_WARN = 5.0  # raw minus LC win rate, points, above which length bought part 
 
 
 def cell_metrics(result: Any) -> dict[str, float | None]:
-    r = _mapping(result)
-    m = _mapping(r.get("metrics"))
+    r = mapping(result)
+    m = mapping(r.get("metrics"))
 
     def g(key: str) -> float | None:
-        return _finite(m.get(key))
+        return finite(m.get(key))
 
     lc, raw = g(LC), g(RAW)
     gap = g(GAP)
@@ -51,7 +51,7 @@ def cell_metrics(result: Any) -> dict[str, float | None]:
 def num(x: float | None, digits: int = 4) -> str:
     if x is None:
         return DASH
-    return _fmt_float(round(x, digits)) if abs(x) >= 1e-3 else _fmt_float(x)
+    return fmt_float(round(x, digits)) if abs(x) >= 1e-3 else fmt_float(x)
 
 
 def signed(x: float | None, digits: int = 3) -> str:
@@ -76,13 +76,13 @@ def ratio_class(ratio: float | None) -> str:
 
 def domain_deltas(metrics: Any, tasks: list[str] | None = None) -> list[dict]:
     """[{task, delta, p, sig, cls, value}] for every `<task>/acc_delta` (or the tasks given)."""
-    m = _mapping(metrics)
+    m = mapping(metrics)
     if tasks is None:
         tasks = sorted({str(k)[: -len(DELTA_SUFFIX)] for k in m if str(k).endswith(DELTA_SUFFIX)})
     out = []
     for task in tasks:
-        d = _finite(m.get(task + DELTA_SUFFIX))
-        p = _finite(m.get(task + PVALUE_SUFFIX))
+        d = finite(m.get(task + DELTA_SUFFIX))
+        p = finite(m.get(task + PVALUE_SUFFIX))
         sig = d is not None and p is not None and p < SIGNIFICANCE
         out.append({"task": task, "label": task.removeprefix("domain_"), "value": d, "delta": signed(d),
                     "p": num(p, 3) if p is not None else None, "sig": sig,
@@ -139,7 +139,7 @@ def key_numbers(result: Any) -> dict | None:
                  f"rejected {signed(m['rejected'], 2)}" if m["rejected"] is not None else ""]
         cards.append({"id": "chosen", "label": "Δ log p(chosen)", "value": signed(m["chosen"], 2),
                       "sub": " · ".join(p for p in parts if p) or "nats", "cls": ""})
-    for d in domain_deltas(_mapping(result).get("metrics")):
+    for d in domain_deltas(mapping(result).get("metrics")):
         if d["value"] is None:
             continue
         cards.append({"id": f"domain-{d['label']}", "label": f"Δ {d['label']} acc", "value": d["delta"],

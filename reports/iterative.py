@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from reports.experiment import _atomic_write, _env, _fig_html, _finite, _layout, _plotlyjs, fmt
+from reports.common import fig_html, finite, fmt, layout, plotlyjs, template_env, write_page_atomic
 
 # (label, key) per column; "vs prev" metrics are measured against the round's reference
 COLUMNS = [
@@ -54,16 +54,16 @@ def _rounds_plot(rows: list[Any]):
     fig = make_subplots(rows=1, cols=2, subplot_titles=("LC win rate (%)", "KL k3 (nats/sequence)"))
     for col, (key_prev, key_start) in enumerate((("winrate/lc_win_rate_pct", "winrate_vs_start/lc_win_rate_pct"),
                                                  ("kl/seq_kl_k3", "kl_vs_start/seq_kl_k3")), start=1):
-        prev = [_finite(_round_metrics(r).get(key_prev)) for r in rows]
-        start = [_finite(_round_metrics(r).get(key_start)) for r in rows]
+        prev = [finite(_round_metrics(r).get(key_prev)) for r in rows]
+        start = [finite(_round_metrics(r).get(key_start)) for r in rows]
         fig.add_trace(go.Scatter(x=x, y=prev, mode="lines+markers", name="vs previous round",
                                  line={"color": "#4c6ef5"}, showlegend=col == 1), row=1, col=col)
         fig.add_trace(go.Scatter(x=x, y=start, mode="lines+markers", name="vs starting model",
                                  line={"color": "#f76707", "dash": "dot"}, showlegend=col == 1), row=1, col=col)
     fig.add_hline(y=50, line={"color": "#868e96", "dash": "dash"}, row=1, col=1)
     fig.update_xaxes(title_text="round", dtick=1)
-    _layout(fig, 360)
-    return _fig_html(fig, "rounds-plot", 360)
+    layout(fig, 360)
+    return fig_html(fig, "rounds-plot", 360)
 
 
 def render_iterative_report(outcome: Any, config: Any, out_path: Path) -> Path:
@@ -72,16 +72,16 @@ def render_iterative_report(outcome: Any, config: Any, out_path: Path) -> Path:
     rows = [_round_row(r, out_path.parent) for r in outcome.rounds]
     stopped = outcome.rounds[-1] if outcome.rounds and outcome.verdict != "PROMOTE" else None
     stop_reason = getattr(outcome, "stop_reason", None)
-    html = _env().get_template("iterative.html").render(
+    html = template_env().get_template("iterative.html").render(
         title=config.name, cell=outcome.cell, run_id=outcome.run_id, verdict=outcome.verdict,
         iterations=config.iterations, rounds=rows, columns=[c for c, _ in COLUMNS],
         promoted_round=outcome.promoted_round,
         stopped_round=stopped.index if stopped else None,
         stop_reason=stopped.result.decision.first_failure if stopped else None,
         ended_early=stop_reason if not stopped and len(outcome.rounds) < config.iterations else None,
-        rounds_plot=_rounds_plot(outcome.rounds) if outcome.rounds else None, plotlyjs=_plotlyjs(),
+        rounds_plot=_rounds_plot(outcome.rounds) if outcome.rounds else None, plotlyjs=plotlyjs(),
     )
-    _atomic_write(out_path, html)
+    write_page_atomic(out_path, html)
     return out_path
 
 
@@ -93,7 +93,7 @@ def render_iterative_from_mlflow(tracker, run_id: str, out_path: Path, children:
     """Rebuild the page from the parent run and its round runs (`harness report PARENT_RUN_ID`)."""
     from types import SimpleNamespace
 
-    parent = tracker.client.get_run(run_id)
+    parent = tracker.get_run(run_id)
     tags = parent.data.tags
     rounds = []
     for child in sorted(children, key=lambda c: int(c.data.tags.get("harness.round", "0"))):
@@ -112,6 +112,6 @@ def render_iterative_from_mlflow(tracker, run_id: str, out_path: Path, children:
                               stop_reason=None if stop_reason == "-" else stop_reason,
                               verdict=tags.get("harness.verdict", "FAILED"),
                               promoted_round=int(promoted) if promoted.isdigit() else None)
-    config = SimpleNamespace(name=tracker.client.get_experiment(parent.info.experiment_id).name,
+    config = SimpleNamespace(name=tracker.experiment_name(parent.info.experiment_id),
                              iterations=int(tags.get("harness.iterations", len(rounds))))
     return render_iterative_report(outcome, config, out_path)

@@ -27,22 +27,22 @@ from typing import Any, Iterable, Mapping
 
 from markupsafe import Markup
 
-from reports.experiment import (
-    _CURVE_PANELS,
+from reports.common import (
+    CURVE_PANELS,
     DASH,
-    _as_float,
-    _atomic_write,
-    _checks,
-    _env,
-    _fig_html,
-    _finite,
+    as_float,
+    check_rows,
     curve_points,
-    _fmt_float,
-    _layout,
-    _mapping,
-    _plotlyjs,
-    _seq,
+    fig_html,
+    finite,
     fmt,
+    fmt_float,
+    layout,
+    mapping,
+    plotlyjs,
+    seq,
+    template_env,
+    write_page_atomic,
 )
 from reports.headline import (
     DELTA_SUFFIX,
@@ -55,10 +55,14 @@ from reports.headline import (
     cell_metrics,
     domain_deltas,
     lc_class,
-    num as _num,
     ratio_class,
-    signed as _signed,
     win_facts,
+)
+from reports.headline import (
+    num as _num,
+)
+from reports.headline import (
+    signed as _signed,
 )
 
 __all__ = ["render_sweep_report", "build_sweep_context", "pareto_front", "plot_label", "cell_metrics"]
@@ -66,7 +70,7 @@ __all__ = ["render_sweep_report", "build_sweep_context", "pareto_front", "plot_l
 _PALETTE = ("#4c6ef5", "#f76707", "#2f9e44", "#ae3ec9", "#1098ad", "#9c755f", "#e64980", "#fab005",
             "#495057", "#74c0fc", "#8ce99a", "#ffa8a8")
 _VERDICT_COLORS = {"PROMOTE": "#1a7f37", "BLOCK": "#cf222e"}
-_REFERENCE_COLOR = "#868e96"
+REFERENCE_COLOR = "#868e96"
 _CHAMPION_COLOR = "#f5b301"
 
 
@@ -95,23 +99,17 @@ def _cell_key(result: Mapping, index: int) -> str:
 
 
 def pareto_front(cells: Iterable[Any]) -> list[str]:
-    """Cell keys not dominated on (higher LC win rate, lower KL), the reference itself (KL 0, LC
-    win rate 50) included as a competitor: a cell that does not beat doing nothing is not on the
-    front. Cells without both numbers are left out."""
-    points = []
+    """Cell keys on the LC-win-rate-vs-KL front, in cell order: `harness.sweep.pareto_front` (the one
+    definition, also behind summary.csv's `pareto_lc_vs_kl`) over these cells' finite numbers."""
+    from harness.pareto import KL, LC
+    from harness.pareto import pareto_front as front_of
+
+    points = {}
     for i, c in enumerate(cells):
         m = cell_metrics(c)
-        if m["lc"] is not None and m["kl"] is not None:
-            points.append((_cell_key(_mapping(c), i), m["lc"], m["kl"]))
-    competitors = points + [(None, 50.0, 0.0)]
-    front = []
-    for key, lc, kl in points:
-        dominated = any(
-            (lc2 >= lc and kl2 <= kl) and (lc2 > lc or kl2 < kl) for k2, lc2, kl2 in competitors if k2 != key
-        )
-        if not dominated:
-            front.append(key)
-    return front
+        points[_cell_key(mapping(c), i)] = {LC: m["lc"], KL: m["kl"]}
+    front = front_of(points)
+    return [k for k in points if k in front]
 
 
 def _sort_value(x: float | None) -> str:
@@ -132,7 +130,7 @@ def _href(page: Any, base_dir: Path) -> str | None:
 def _domain_tasks(cells: list[Mapping]) -> list[str]:
     tasks: list[str] = []
     for c in cells:
-        for k in _mapping(c.get("metrics")):
+        for k in mapping(c.get("metrics")):
             ks = str(k)
             if ks.endswith(DELTA_SUFFIX):
                 task = ks[: -len(DELTA_SUFFIX)]
@@ -151,10 +149,10 @@ def _domain_label(task: str) -> str:
 def _row(result: Mapping, index: int, *, champion: str | None, pareto: set[str], tasks: list[str],
          href: str | None) -> dict:
     key = _cell_key(result, index)
-    config = _mapping(result.get("config"))
+    config = mapping(result.get("config"))
     m = cell_metrics(result)
-    metrics = _mapping(result.get("metrics"))
-    checks = _checks(result.get("checks"))
+    metrics = mapping(result.get("metrics"))
+    checks = check_rows(result.get("checks"))
     failed = [c for c in checks if c["passed"] is False]
     errors = result.get("errors")
     n_errors = len(errors) if isinstance(errors, (Mapping, list, tuple)) else (1 if errors else 0)
@@ -173,11 +171,11 @@ def _row(result: Mapping, index: int, *, champion: str | None, pareto: set[str],
         "href": href,
         "variant": fmt(config.get("variant")),
         "beta": fmt(config.get("beta")),
-        "beta_sort": _sort_value(_finite(config.get("beta"))),
+        "beta_sort": _sort_value(finite(config.get("beta"))),
         "seed": fmt(config.get("seed")),
         "lc": _num(m["lc"], 2), "lc_sort": _sort_value(m["lc"]), "lc_cls": lc_cls,
         "lc_ci": (_num(m["lc_lo"], 2), _num(m["lc_hi"], 2)) if m["lc_lo"] is not None or m["lc_hi"] is not None else None,
-        "lc_nan": _as_float(metrics.get(LC)) is not None and math.isnan(_as_float(metrics.get(LC))),
+        "lc_nan": as_float(metrics.get(LC)) is not None and math.isnan(as_float(metrics.get(LC))),
         "raw": _num(m["raw"], 2), "raw_sort": _sort_value(m["raw"]),
         "gap": _signed(m["gap"], 2) if m["gap"] is not None else None, "gap_warn": gap_warn,
         "kl": _num(m["kl"], 3), "kl_sort": _sort_value(m["kl"]),
@@ -244,14 +242,14 @@ def _frontier_plot(cells: list[Mapping], keys: list[str], champion: str | None, 
         return None, missing
 
     fig = go.Figure()
-    fig.add_hline(y=50, line={"color": _REFERENCE_COLOR, "dash": "dot", "width": 1})
+    fig.add_hline(y=50, line={"color": REFERENCE_COLOR, "dash": "dot", "width": 1})
     front = sorted((p for p in pts if p[0] in set(pareto)), key=lambda p: p[1]["kl"])
     if len(front) >= 1:
         fig.add_trace(go.Scatter(
             x=[0.0] + [p[1]["kl"] for p in front], y=[50.0] + [p[1]["lc"] for p in front], mode="lines",
             name="front (LC vs KL)", line={"color": "#495057", "width": 1.5, "dash": "dash"}, hoverinfo="skip"))
     fig.add_trace(go.Scatter(x=[0.0], y=[50.0], mode="markers+text", name="reference",
-                             marker={"symbol": "diamond", "size": 13, "color": _REFERENCE_COLOR},
+                             marker={"symbol": "diamond", "size": 13, "color": REFERENCE_COLOR},
                              text=["reference"], textposition="bottom right",
                              hovertemplate="reference<br>KL 0, LC win rate 50<extra></extra>"))
     many = len(pts) > 12
@@ -278,14 +276,14 @@ def _frontier_plot(cells: list[Mapping], keys: list[str], champion: str | None, 
             x=[champ[0][1]["kl"]], y=[champ[0][1]["lc"]], mode="markers", name="champion",
             marker={"symbol": "star", "size": 24, "color": _CHAMPION_COLOR, "line": {"width": 1.5, "color": "#7a5a00"}},
             text=[names[champ[0][0]]], hovertemplate="champion %{text}<extra></extra>"))
-    _layout(fig, 440, xaxis_title="KL(policy‖reference), nats per sequence (k3) — lower is closer",
+    layout(fig, 440, xaxis_title="KL(policy‖reference), nats per sequence (k3) — lower is closer",
             yaxis_title="LC win rate vs reference, %")
     fig.update_xaxes(rangemode="tozero")
-    return _fig_html(fig, "plot-frontier", 440), missing
+    return fig_html(fig, "plot-frontier", 440), missing
 
 
 def _tokens(samples: Any, key: str) -> list[float]:
-    return [x for x in (_finite(_mapping(s).get(key)) for s in _seq(samples)) if x is not None]
+    return [x for x in (finite(mapping(s).get(key)) for s in seq(samples)) if x is not None]
 
 
 def _lengths_plot(cells: list[Mapping], keys: list[str], names: dict[str, str]) -> Markup | None:
@@ -307,23 +305,23 @@ def _lengths_plot(cells: list[Mapping], keys: list[str], names: dict[str, str]) 
         fig.add_trace(go.Box(x=xs, name=label, marker_color=color, boxmean=True, boxpoints="all", jitter=0.4,
                              pointpos=0, marker={"size": 3, "opacity": 0.5}, line={"width": 1.5}, orientation="h"))
     if ref:
-        fig.add_trace(go.Box(x=ref, name="reference", marker_color=_REFERENCE_COLOR, boxmean=True, boxpoints="all",
+        fig.add_trace(go.Box(x=ref, name="reference", marker_color=REFERENCE_COLOR, boxmean=True, boxpoints="all",
                              jitter=0.4, pointpos=0, marker={"size": 3, "opacity": 0.5}, orientation="h"))
     height = max(240, 90 + 46 * (len(series) + (1 if ref else 0)))
-    _layout(fig, height, xaxis_title="response length, tokens (box: quartiles, dashed: mean)", showlegend=False)
+    layout(fig, height, xaxis_title="response length, tokens (box: quartiles, dashed: mean)", showlegend=False)
     fig.update_layout(margin={"l": 180, "r": 20, "t": 20, "b": 45})
-    return _fig_html(fig, "plot-sweep-lengths", height)
+    return fig_html(fig, "plot-sweep-lengths", height)
 
 
 def _training_plot(cells: list[Mapping], keys: list[str], names: dict[str, str]) -> Markup | None:
-    from plotly.subplots import make_subplots
     import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
-    panels = [(title, series) for title, series in _CURVE_PANELS]
+    panels = [(title, series) for title, series in CURVE_PANELS]
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[t for t, _ in panels], horizontal_spacing=0.07)
     any_trace = False
     for i, (c, key) in enumerate(zip(cells, keys)):
-        history = [h for h in _seq(_mapping(c.get("training")).get("history")) if isinstance(h, Mapping)]
+        history = [h for h in seq(mapping(c.get("training")).get("history")) if isinstance(h, Mapping)]
         shown = False
         for col, (_, series) in enumerate(panels, start=1):
             for j, (hkey, label) in enumerate(series):
@@ -342,9 +340,9 @@ def _training_plot(cells: list[Mapping], keys: list[str], names: dict[str, str])
         return None
     for col in range(1, len(panels) + 1):
         fig.update_xaxes(title_text="step", row=1, col=col)
-    _layout(fig, 380)
+    layout(fig, 380)
     fig.update_layout(legend={"y": 1.16})
-    return _fig_html(fig, "plot-sweep-training", 380)
+    return fig_html(fig, "plot-sweep-training", 380)
 
 
 def _domain_plot(cells: list[Mapping], keys: list[str], tasks: list[str], names: dict[str, str]) -> Markup | None:
@@ -355,11 +353,11 @@ def _domain_plot(cells: list[Mapping], keys: list[str], tasks: list[str], names:
     fig = go.Figure()
     any_bar = False
     for i, (c, key) in enumerate(zip(cells, keys)):
-        m = _mapping(c.get("metrics"))
+        m = mapping(c.get("metrics"))
         ys, texts = [], []
         for t in tasks:
-            d = _finite(m.get(t + DELTA_SUFFIX))
-            p = _finite(m.get(t + PVALUE_SUFFIX))
+            d = finite(m.get(t + DELTA_SUFFIX))
+            p = finite(m.get(t + PVALUE_SUFFIX))
             ys.append(d)
             texts.append("" if d is None else (f"p={p:.2g}" + ("*" if p < SIGNIFICANCE else "") if p is not None else ""))
         if all(y is None for y in ys):
@@ -370,24 +368,24 @@ def _domain_plot(cells: list[Mapping], keys: list[str], tasks: list[str], names:
     if not any_bar:
         return None
     fig.add_hline(y=0, line={"color": "#495057", "width": 1})
-    _layout(fig, 360, barmode="group", yaxis_title="accuracy change vs reference (* p < 0.05, McNemar)")
-    return _fig_html(fig, "plot-domain", 360)
+    layout(fig, 360, barmode="group", yaxis_title="accuracy change vs reference (* p < 0.05, McNemar)")
+    return fig_html(fig, "plot-domain", 360)
 
 
 # --------------------------------------------------------------------------- render
 
 
 def build_sweep_context(sweep: Any, out_dir: Path, cell_pages: Mapping[str, Any] | None = None) -> dict:
-    s = _mapping(sweep)
-    cells = [_mapping(c) for c in _seq(s.get("cells"))]
+    s = mapping(sweep)
+    cells = [mapping(c) for c in seq(s.get("cells"))]
     keys = [_cell_key(c, i) for i, c in enumerate(cells)]
-    champion_raw = _mapping(s.get("champion"))
+    champion_raw = mapping(s.get("champion"))
     champion = champion_raw.get("cell")
     champion = str(champion) if champion not in (None, "") else None
     if champion is None and champion_raw.get("run_id"):
         champion = next((k for c, k in zip(cells, keys) if c.get("run_id") == champion_raw.get("run_id")), None)
     pareto_raw = s.get("pareto")
-    pareto = [str(p) for p in _seq(pareto_raw)] if pareto_raw is not None else pareto_front(cells)
+    pareto = [str(p) for p in seq(pareto_raw)] if pareto_raw is not None else pareto_front(cells)
     tasks = _domain_tasks(cells)
 
     pages = dict(cell_pages or {})
@@ -407,6 +405,7 @@ def build_sweep_context(sweep: Any, out_dir: Path, cell_pages: Mapping[str, Any]
     any_plot = any(p is not None for p in (frontier, lengths, training, domain))
     name = s.get("sweep")
     return {
+        "selection": _selection(s.get("selection")),
         "judges": _judges(cells),
         "sweep": fmt(name),
         "title": str(name) if name not in (None, "") else "sweep",
@@ -420,29 +419,42 @@ def build_sweep_context(sweep: Any, out_dir: Path, cell_pages: Mapping[str, Any]
         "lengths_plot": lengths,
         "training_plot": training,
         "domain_plot": domain,
-        "significance": _fmt_float(SIGNIFICANCE),
-        "inflated_ratio": _fmt_float(INFLATED_RATIO),
-        "longer_ratio": _fmt_float(LONGER_RATIO),
-        "gap_warn": _fmt_float(GAP_WARN),
-        "plotlyjs": _plotlyjs() if any_plot else None,
+        "significance": fmt_float(SIGNIFICANCE),
+        "inflated_ratio": fmt_float(INFLATED_RATIO),
+        "longer_ratio": fmt_float(LONGER_RATIO),
+        "gap_warn": fmt_float(GAP_WARN),
+        "plotlyjs": plotlyjs() if any_plot else None,
     }
+
+
+def _selection(raw: Any) -> dict | None:
+    """The sweep's one-champion rule and its outcome (harness.sweep records it on the parent run)."""
+    sel = mapping(raw)
+    if not sel.get("rule"):
+        return None
+    passed = [str(p) for p in seq(sel.get("passed"))]
+    winner = sel.get("winner_cell")
+    return {"rule": fmt(sel.get("rule")), "winner": fmt(winner) if winner not in (None, "", "-") else None,
+            "score": _num(finite(sel.get("winner_score")), 4) if finite(sel.get("winner_score")) is not None else None,
+            "promotion": fmt(sel.get("promotion")),
+            "not_selected": [fmt(p) for p in passed if p != winner]}
 
 
 def _judges(cells: list[Mapping]) -> list[dict]:
     """One calibration box per distinct judge the cells used (usually one): agreement with human
     labels, or "uncalibrated" with the command, as on each cell page."""
-    from reports.experiment import _judge_calibration
+    from reports.common import judge_calibration_box
 
     boxes: dict[tuple, dict] = {}
     for cell in cells:
-        box = _judge_calibration(cell)
+        box = judge_calibration_box(cell)
         key = (box["judge"].text, box["fingerprint"].text, box["calibrated"])
         boxes.setdefault(key, box | {"n_cells": 0})["n_cells"] += 1
     return list(boxes.values())
 
 
 def render_sweep_html(sweep: Any, out_dir: Path, cell_pages: Mapping[str, Any] | None = None) -> str:
-    return _env().get_template("sweep.html").render(**build_sweep_context(sweep, out_dir, cell_pages))
+    return template_env().get_template("sweep.html").render(**build_sweep_context(sweep, out_dir, cell_pages))
 
 
 def render_sweep_report(sweep: dict, out_path: Path, cell_pages: dict[str, str] | None = None) -> Path:
@@ -454,5 +466,5 @@ def render_sweep_report(sweep: dict, out_path: Path, cell_pages: dict[str, str] 
     """
     out_path = Path(out_path)
     html = render_sweep_html(sweep, out_path.parent, cell_pages)
-    _atomic_write(out_path, html)
+    write_page_atomic(out_path, html)
     return out_path

@@ -1,11 +1,13 @@
 """The catalog of malformed inputs (tests/malformed/catalog.yaml), one case per input, through the real CLI.
 
-Each case must exit 2, print no traceback, name its place (file, row, field or config path) and leave
-the MLflow registry and the output directory exactly as they were: bad input is refused before any
-run is created or any training starts.
+Each case must exit 2 (or the `exit` it declares: 0 for edge-case inputs that are valid and must load),
+print no traceback, name its place (file, row, field or config path) and leave the MLflow registry and
+the output directory exactly as they were: bad input is refused before any run is created or any
+training starts. A case marked `pending` (a gap owned by another module) runs as a strict xfail.
 """
 import argparse
 import hashlib
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -84,29 +86,53 @@ def _data_check(argv: list[str]) -> int:
     subs = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     if "data" in subs.choices:
         return cli.main(["data", "check", *argv])
-    from harness.data_check import main  # until cli.py registers `data`
+    from harness.data_commands import main  # until cli.py registers `data`
 
     return main(["check", *argv])
 
 
+def _referenced(case: dict) -> set[str]:
+    """Files a case names besides its input ({here}/NAME in its sets or argv)."""
+    return {m for s in [*case.get("set", []), *case.get("argv", [])] for m in re.findall(r"\{here\}/([^/\s]+)", s)}
+
+
 def test_the_catalog_has_a_case_for_every_input_and_at_least_20():
     assert len(CASES) >= 20 and len({c["id"] for c in CASES}) == len(CASES)
-    inputs = {c["input"] for c in CASES if c.get("input")}
+    inputs = {c["input"] for c in CASES if c.get("input")} | {n for c in CASES for n in _referenced(c)}
+    inputs.discard("does_not_exist.jsonl")
     on_disk = {p.name for p in HERE.iterdir() if p.name != "catalog.yaml"}
     assert on_disk == inputs, on_disk ^ inputs
     assert all((HERE / i).exists() for i in inputs)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def _params(cases: list[dict]) -> list:
+    return [pytest.param(c, id=c["id"], marks=[pytest.mark.xfail(strict=True, reason=c["pending"])]
+                         if c.get("pending") else []) for c in cases]
+
+
+@pytest.mark.parametrize("case", _params(CASES))
 def test_malformed_input_exits_2_naming_the_place_and_leaves_the_registry_unchanged(case, out, model_cache, capsys):
     before = _state(out)
     assert [a[:2] for a in before["registry"]["aliases"]] == [(MODEL_NAME, "champion")]  # a champion to protect
-    code = cli.main(_run_argv(case, out, model_cache))
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err and "\nerror: " in "\n" + err
+    argv = [_expand(a, case) for a in case["argv"]] if case.get("argv") else _run_argv(case, out, model_cache)
+    try:
+        code = cli.main(argv)
+    except RecursionError as exc:  # what a pending case may still do: fail it as a case, not as a crash
+        pytest.fail(f"RecursionError escaped: {str(exc)[:200]}")
+    captured = capsys.readouterr()
+    err = captured.err
+    expected = case.get("exit", 2)
+    assert code == expected, err
+    assert "Traceback" not in err
+    if expected == 2:
+        assert "\nerror: " in "\n" + err
+    else:  # a valid input: loads with no error; its expectations are read from the output
+        assert "\nerror: " not in "\n" + err, err
+        err = captured.out + err
     missing = [n for n in (_expand(e, case) for e in case["expect"]) if n not in err]
     assert not missing, f"{missing} not in: {err}"
+    leaked = [s for s in case.get("absent", []) if s in captured.out + captured.err]
+    assert not leaked, f"{leaked} printed: {err}"
     assert _state(out) == before
     if case.get("data"):  # `harness data check` refuses the same input, naming the same place
         sets = [f"cache_dir={model_cache}", *(_expand(s, case) for s in case.get("set", []))]

@@ -10,9 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from evals.judge_calibration import (UNCALIBRATED, calibrate, cell_judge_calibration, judge_spec_from_text,
-                                     length_slope, load_labelled_pairs, make_judge, record_calibration,
-                                     wilson_interval)
+from evals.judge_calibration import (
+    FILLER_SENTENCES,
+    NO_CANARIES,
+    NULL_ANSWER,
+    UNCALIBRATED,
+    calibrate,
+    canary_win_share,
+    cell_judge_calibration,
+    judge_spec_from_text,
+    length_slope,
+    load_labelled_pairs,
+    make_judge,
+    padded_answer,
+    record_calibration,
+    wilson_interval,
+)
 from evals.judges import JUDGES, build_judge
 from harness.cli import main
 from tests.conftest import SHARED_VALIDATION
@@ -118,7 +131,11 @@ def test_rule_judge_calibration_on_hh_rlhf_through_the_cli(tmp_path, capsys):
     longer, shorter, _ = hand_length_counts()
     assert m["judge/human_longer_pick_pct"] == pytest.approx(100 * longer / (longer + shorter))
     assert m["judge/longer_pick_excess_pct"] == pytest.approx(50.0 - 100 * longer / (longer + shorter))
-    assert m["judge/n_pairs"] == N_PAIRS and m["judge/calls"] == 2 * N_PAIRS and m["judge/tokens"] == 0
+    # 2 verdicts per pair for agreement, 4 more for the two canaries
+    assert m["judge/n_pairs"] == N_PAIRS and m["judge/calls"] == 6 * N_PAIRS and m["judge/tokens"] == 0
+    # the canaries: a tie is no preference for them, so a judge that ties everything is not flagged
+    assert (m["judge/canary_null_win_pct"], m["judge/canary_padded_win_pct"], m["judge/canary_flag"]) == (0.0, 0.0, 0.0)
+    assert m["judge/canary_null_win_pct_ci_high"] == pytest.approx(100 * wilson_interval(0.0, N_PAIRS)[1])
     assert out["fingerprint"] == "rule:v1" and out["run_id"]
     # stored in MLflow under the judge's fingerprint: a cell judged by `rule` finds exactly these figures
     from harness.tracking import Tracker
@@ -176,7 +193,7 @@ def test_reward_model_judge_calibration_on_hh_rlhf(tiny_reward_model, tmp_path, 
     assert m["judge/agreement_pct"] == pytest.approx(100 * sum(agree) / len(agree))
     assert m["judge/position_flip_pct"] == 0.0  # a score does not depend on the slot
     assert m["judge/first_slot_pct"] == pytest.approx(50.0)  # each decisive pair picks slot 1 in one order only
-    assert m["judge/tokens"] > 0 and m["judge/calls"] == 2 * N_PAIRS
+    assert m["judge/tokens"] > 0 and m["judge/calls"] == 6 * N_PAIRS
     assert out["fingerprint"].startswith("reward_model:")
     print(f"\nreward-model judge (tiny, random init) on {N_PAIRS} HH-RLHF pairs: agreement "
           f"{m['judge/agreement_pct']:.1f}% [{m['judge/agreement_pct_ci_low']:.1f}, "
@@ -195,12 +212,14 @@ def test_llm_judge_calibration_against_a_real_server(llama_server, tmp_path, cap
         "name": "llm", "base_url": llama_server, "model": "smollm2", "annotator_config": "chatgpt",
         "max_concurrency": 1, "timeout_s": 120,
         "completions_kwargs": {"max_tokens": 8, "extra_body": {"grammar": VERDICT_GRAMMAR}}}))  # JSON is YAML
+    # --no-canaries keeps this at 16 requests (the canaries would add 32)
     code, out, err = run_cli(capsys, "--judge", str(spec_file), "--labels", str(HH), "--limit", str(n),
-                             "--output-dir", str(tmp_path / "runs"), "--json")
+                             "--output-dir", str(tmp_path / "runs"), "--json", "--no-canaries")
     assert code == 0, err
     m = out["metrics"]
     assert_intervals(m)
     assert m["judge/n_pairs"] == n and m["judge/calls"] == 2 * n
+    assert not any(k.startswith("judge/canary_") for k in m)
     assert m["judge/tokens"] > 2 * n * 250  # the chatgpt template alone is ~270 tokens per request
     assert m["judge/seconds"] > 0 and out["fingerprint"].startswith("llm:")
     # the stored per-pair verdicts (MLflow artifact) give back the figures
@@ -242,17 +261,129 @@ def test_a_gate_rule_requiring_a_calibrated_judge_blocks_an_uncalibrated_one(tmp
     decision, info = decide("test_always_longer")
     agreement = calibration.metrics["judge/agreement_pct"]
     assert info["status"] == "calibrated"
-    assert decision.verdict == ("PROMOTE" if agreement >= 60 else "BLOCK")
+    low = calibration.metrics["judge/agreement_pct_ci_low"]
+    assert decision.verdict == ("PROMOTE" if low > 60 else "BLOCK")  # decided on the interval's lower end
     assert decision.checks[0].value == pytest.approx(agreement)
     # keyed by fingerprint: another judge stays uncalibrated
     assert decide("test_first_slot")[1]["status"] == "uncalibrated"
-    # and the interval's lower bound is gateable the usual way (statistic: ci_low)
+    # a floor reads the recorded interval's lower end (a one-sided 97.5% bound, at least the rule's 95%)
     found, _ = cell_judge_calibration(tracker, "test_always_longer", None)
     low = found["judge/agreement_pct_ci_low"]
     assert low < agreement
     for bound, verdict in ((low - 0.01, "PROMOTE"), (low + 0.01, "BLOCK")):
-        rule = GateRule(metric="judge/agreement_pct", statistic="ci_low", min=bound)
+        rule = GateRule(metric="judge/agreement_pct", min=bound)
         assert gate(found, {"reference": {}}, [rule], specs=known_metrics()).verdict == verdict
+
+
+# ---------------------------------------------------------------- canaries: a null answer and a padded reference
+
+
+def test_padded_answer_keeps_the_answer_and_doubles_its_length():
+    for answer in ["Yes.", "Paris is the capital of France.", "x" * 500, "a\nb"]:
+        padded = padded_answer(answer)
+        assert padded.startswith(answer + "\n\n")
+        longest_filler_word = max(len(w) for s in FILLER_SENTENCES for w in s.split())
+        # stops at the first filler word that reaches twice the length
+        assert 2 * len(answer) <= len(padded) < 2 * len(answer) + 2 + longest_filler_word
+    # win credit per order: a win 1, a tie or a loss 0, a weighted 1.8 counts 0.6; the two orders averaged
+    assert canary_win_share([2.0, 1.5, 1.0, 1.8, 2.0], [2.0, 1.5, 1.0, 1.5, 1.0]) == pytest.approx(
+        [1.0, 0.0, 0.0, 0.3, 0.5])
+
+
+def test_the_padded_canary_flags_a_judge_that_always_prefers_the_longer_answer(hh_pairs):
+    m = calibrate(build_judge("test_always_longer"), hh_pairs).metrics
+    assert_intervals(m)
+    assert m["judge/canary_padded_win_pct"] == 100.0 and m["judge/canary_flag"] == 1.0
+    # the constant answer wins exactly where the human pick is shorter than it (ties at equal length count 0)
+    shorter = sum(len(p.chosen) < len(NULL_ANSWER) for p in hh_pairs.pairs)
+    assert m["judge/canary_null_win_pct"] == pytest.approx(100 * shorter / N_PAIRS)
+    low, high = wilson_interval(1.0, N_PAIRS)
+    assert (m["judge/canary_padded_win_pct_ci_low"], m["judge/canary_padded_win_pct_ci_high"]) == pytest.approx(
+        (100 * low, 100 * high))
+
+
+def test_the_null_canary_flags_a_judge_that_always_picks_the_first_slot(hh_pairs):
+    cal = calibrate(build_judge("test_first_slot"), hh_pairs)
+    m = cal.metrics
+    # the canary is shown first in one order of each pair, and wins there: half of all verdicts
+    assert m["judge/canary_null_win_pct"] == 50.0 and m["judge/canary_padded_win_pct"] == 50.0
+    assert m["judge/canary_flag"] == 1.0
+    assert all(p["canary_null"] == {"forward": 1.0, "swapped": 2.0} for p in cal.per_pair)
+
+
+@JUDGES.register("test_substance")
+class SubstanceJudge:
+    """Prefers the answer with more distinct words that are not filler: content, not length, and never the
+    constant answer over a real one. A sound judge, as far as the canaries can tell."""
+
+    name, fingerprint = "test_substance", "test_substance:v1"
+    filler = {w.lower().strip(".,") for s in FILLER_SENTENCES for w in s.split()} | \
+        {w.lower().strip(".,") for w in NULL_ANSWER.split()}
+
+    def judge(self, items):
+        def substance(text):
+            return len({w.lower().strip(".,") for w in text.split()} - self.filler)
+
+        scores = [(substance(i.output_1), substance(i.output_2)) for i in items]
+        return [1.0 if a > b else 2.0 if b > a else 1.5 for a, b in scores]
+
+
+def test_a_judge_that_rewards_content_is_not_flagged(hh_pairs):
+    m = calibrate(build_judge("test_substance"), hh_pairs).metrics
+    # padding adds only filler words, so the padded answer never has more substance: a tie at best
+    assert m["judge/canary_padded_win_pct"] == 0.0
+    # the constant answer has no substance: it loses to every pick that has any
+    assert m["judge/canary_null_win_pct"] == 0.0 and m["judge/canary_flag"] == 0.0
+
+
+def test_canaries_are_stored_with_the_calibration_and_gate_rules_read_them(tmp_path, hh_pairs):
+    from evals.catalog import known_metrics
+    from harness.config import GateRule
+    from harness.gate import gate
+    from harness.tracking import Tracker
+
+    tracker = Tracker(tmp_path, "cells")
+    rules = [GateRule(name="judge_not_length_gamed", metric="judge/canary_padded_win_pct", max=60),
+             GateRule(name="judge_rejects_null", metric="judge/canary_null_win_pct", max=10),
+             GateRule(name="canary_flag", metric="judge/canary_flag", max=0, statistic="point")]
+    specs = known_metrics()
+    for key in ("judge/canary_null_win_pct", "judge/canary_padded_win_pct", "judge/canary_flag"):
+        assert specs[key].higher_is_better is False  # lower is better: a ceiling rule reads the upper bound
+
+    def decide(judge_name: str):
+        found, _ = cell_judge_calibration(tracker, judge_name, None)
+        return gate({"winrate/lc_win_rate_pct": 70.0} | found, {"reference": {}}, rules, specs=specs)
+
+    # uncalibrated: every canary rule fails closed, saying how to get the figures
+    decision = decide("test_always_longer")
+    assert decision.verdict == "BLOCK" and len(decision.failed) == 3
+    assert all(NO_CANARIES in c.reason for c in decision.failed)
+
+    for name in ("test_always_longer", "test_substance"):
+        record_calibration(calibrate(build_judge(name), hh_pairs), tmp_path)
+    decision = decide("test_always_longer")
+    failed = {c.name for c in decision.failed}
+    assert decision.verdict == "BLOCK" and {"judge_not_length_gamed", "canary_flag"} <= failed
+    # the substance judge: 0 of 40 verdicts, Wilson upper bound 8.8% < 10: shown below both ceilings
+    decision = decide("test_substance")
+    assert decision.verdict == "PROMOTE", [c.reason for c in decision.failed]
+    assert decision.checks[1].confidence_bound == pytest.approx(100 * wilson_interval(0.0, N_PAIRS)[1])
+
+    # a calibration stored without canaries leaves them missing: the rules fail closed
+    record_calibration(calibrate(build_judge("test_substance"), hh_pairs, canaries=False), tmp_path)
+    found, _ = cell_judge_calibration(tracker, "test_substance", None)
+    assert "judge/agreement_pct" in found and not any(k.startswith("judge/canary_") for k in found)
+    assert decide("test_substance").verdict == "BLOCK"
+
+
+def test_the_cli_prints_the_canaries_and_warns_on_a_flagged_judge(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps table cells at the terminal's width
+    code = main(["judge", "calibrate", "--judge", "test_always_longer", "--labels", str(HH), "--limit", "10",
+                 "--no-record", "--output-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "reference padded to 2x length wins" in out and "100.0%" in out and "FLAGGED" in out
+    assert "canary flag:" in out
 
 
 # ---------------------------------------------------------------- bad input: exit 2, the place named, no traceback
@@ -298,6 +429,6 @@ def test_bad_judge_configs_name_the_field(tmp_path, capsys):
 
 def test_an_experiment_config_lends_its_eval_judge(tmp_path):
     config = tmp_path / "exp.yaml"
-    config.write_text(f"model: {{name: embedded:tiny}}\nvariant: dpo\neval:\n  judge: {{name: test_first_slot}}\n")
+    config.write_text("model: {name: embedded:tiny}\nvariant: dpo\neval:\n  judge: {name: test_first_slot}\n")
     assert judge_spec_from_text(str(config)) == {"name": "test_first_slot"}
     assert judge_spec_from_text(str(Path(__file__).parents[2] / "experiments" / "tiny.yaml")) == "rule"

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from evals.judges import (CachedJudge, JudgeError, JudgeItem, RewardModelJudge, build_judge,
-                          position_swap)
+from evals.judges import CachedJudge, JudgeError, JudgeItem, RewardModelJudge, build_judge, position_swap
 from evals.pairwise import winrate_eval
-from harness.verifiable_prompts import Instruction, VerifiablePrompt, make_prompts
+from harness.data.verifiable import Instruction, VerifiablePrompt, make_prompts
 from tests.evals.conftest import VERDICT_GRAMMAR, free_port
 
 SECRET = "sk-test-never-log-me-0123456789"
@@ -81,7 +80,9 @@ def test_position_swap_reports_a_judge_that_always_picks_the_first_slot():
 
 def test_verbosity_alarm_follows_the_configured_gap():
     prompts = [VerifiablePrompt(f"topic {i}", (Instruction("lowercase"),)) for i in range(10)]
-    items = [JudgeItem(p.text, "SHOUTING ANSWER" + "!" * i, "quiet answer" + "." * (9 - i), p)
+    # the policy follows the instruction on 6 prompts and ties on 4 (a verdict that never varies would
+    # leave LC unidentified, and the alarm with it)
+    items = [JudgeItem(p.text, "SHOUTING ANSWER" + "!" * i, ("LOUD ANSWER" if i % 3 == 0 else "quiet answer") + "." * (9 - i), p)
              for i, p in enumerate(prompts)]
     summary, _ = winrate_eval(items, "rule", n_bootstrap=10, seed=0, verbosity_gap_pct=10.0)
     gap = summary["winrate/raw_minus_lc_pct"]

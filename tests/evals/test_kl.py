@@ -59,3 +59,34 @@ def test_a_model_against_itself_has_zero_kl():
     summary = kl_from_logprobs(lp, lp).summary()
     assert summary["kl/seq_kl_k1"] == 0.0 and summary["kl/seq_kl_k3"] == 0.0
     assert exact_sequence_kl(_seq_probs(policy), _seq_probs(policy)) == 0.0
+
+
+def test_kl_through_the_real_sampler_and_scorer_matches_the_exact_first_token_kl(tiny):
+    """End to end on the tiny model: samples from evals.generation at temperature 1 (the policy's
+    generation_config asks for top-k 5 and a repetition penalty, which must not apply), rescored by
+    both models; with one new token the exact KL is a sum over the vocabulary."""
+    import copy
+
+    from evals.generation import DecodingSettings, batch_completion_logprobs, chat_prompt_ids, generate
+
+    policy, tok = copy.deepcopy(tiny.model), tiny.tokenizer
+    policy.generation_config.top_k, policy.generation_config.repetition_penalty = 5, 1.3
+    reference = copy.deepcopy(tiny.model)
+    with torch.no_grad():
+        reference.model.norm.weight.mul_(1.3)  # a sharper reference: a known, moderate KL
+    prompt = "Write a short poem about tea."
+    ids = torch.tensor([chat_prompt_ids(tok, prompt)])
+    with torch.no_grad():
+        log_p = torch.log_softmax(policy(input_ids=ids).logits[0, -1].double(), -1)
+        log_q = torch.log_softmax(reference(input_ids=ids).logits[0, -1].double(), -1)
+    exact = float((log_p.exp() * (log_p - log_q)).sum())
+
+    settings = DecodingSettings(max_new_tokens=1, temperature=1.0, top_p=1.0, top_k=0, seed=3, n_samples=600)
+    samples = [s.token_ids for s in generate(policy, tok, [prompt], settings, model_fingerprint="kl-policy",
+                                             batch_size=300)]
+    prompts = [prompt] * len(samples)
+    estimate = kl_from_logprobs(batch_completion_logprobs(policy, tok, prompts, samples, 300),
+                                batch_completion_logprobs(reference, tok, prompts, samples, 500)).summary()
+    assert exact > 0.05
+    for name in ("kl/seq_kl_k1", "kl/seq_kl_k3"):
+        assert abs(estimate[name] - exact) < 3 * estimate[f"{name}_stderr"], (name, estimate[name], exact)

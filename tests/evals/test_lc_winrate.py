@@ -147,22 +147,26 @@ def test_official_recipe_needs_both_inputs(official_inputs):
 
 def test_hand_computed_raw_win_rate():
     # model wins, reference wins, draw (0 is alpaca-eval's legacy draw), model mostly wins
-    with pytest.warns(UserWarning, match="at least 5 judged rows"):
-        result = lc_winrate(_pairs([2.0, 1.0, 0.0, 1.75]), n_bootstrap=0)
+    result = lc_winrate(_pairs([2.0, 1.0, 0.0, 1.75]), n_bootstrap=0)
     by_hand_pct = (1.0 + 0.0 + 0.5 + 0.75) / 4 * 100
     assert result.win_rate_pct == pytest.approx(by_hand_pct, abs=1e-12)
     assert (result.n, result.n_wins, result.n_draws) == (4, 2, 1)
-    assert math.isnan(result.lc_win_rate_pct)  # too few rows for alpaca-eval's 5-fold CV
+    # every model answer is 4 characters shorter than the reference's: LC at equal length would extrapolate
+    assert result.recipe == lcw.IDENTIFIED_RECIPE
+    assert not result.lc_identified and "extrapolation" in result.lc_reason
+    assert math.isnan(result.lc_win_rate_pct)
+    assert "winrate/lc_win_rate_pct" not in result.to_summary()
+    assert result.to_summary()["winrate/lc_identified"] == 0.0
 
 
-def _length_biased_pairs(n_rows: int = 200, seed: int = 0) -> pd.DataFrame:
-    """The model answers exactly like the reference plus padding; the judge only rewards length."""
+def _length_biased_pairs(padding_low: int, n_rows: int = 200, seed: int = 0) -> pd.DataFrame:
+    """The model answers like the reference, padded (or cut) by a varied amount; the judge only rewards length."""
     rng = np.random.default_rng(seed)
-    reference_len_chars = rng.integers(200, 1500, n_rows)
-    # varied padding, including none, so the GLM sees length differences across their whole range
-    padding_len_chars = rng.integers(0, 1200, n_rows)
+    reference_len_chars = rng.integers(700, 1500, n_rows)
+    padding_len_chars = rng.integers(padding_low, 1200, n_rows)
     references = ["r" * int(length) for length in reference_len_chars]
-    padded = [reference + "p" * int(padding) for reference, padding in zip(references, padding_len_chars)]
+    padded = [reference[: len(reference) + min(0, int(pad))] + "p" * max(0, int(pad))
+              for reference, pad in zip(references, padding_len_chars)]
     # Judge in alpaca-eval's own length shape (logistic in tanh of the standardised length gap),
     # with equal quality: P(model wins) is exactly 1/2 at zero padding. Soft (weighted-judge)
     # preferences rather than sampled 1/2 outcomes, because 200 coin flips leave the no-length
@@ -172,18 +176,29 @@ def _length_biased_pairs(n_rows: int = 200, seed: int = 0) -> pd.DataFrame:
     return _pairs(1 + p_model_wins, output_1=references, output_2=padded)
 
 
-def test_injected_length_bias_is_removed_by_minimal_recipe():
-    result = lc_winrate(_length_biased_pairs(), n_bootstrap=50)
-    assert result.recipe == lcw.MINIMAL_RECIPE
+def test_always_longer_with_a_length_only_judge_is_not_identified():
+    # The issue-18 case: alpaca-eval's minimal GLM extrapolated to equal length from data that never
+    # go there (DESIGN: 0.35 [0.01, 2.9] always longer). Now: no LC, with the reason.
+    result = lc_winrate(_length_biased_pairs(padding_low=1), n_bootstrap=20)
     assert result.win_rate_pct > 80
-    assert result.win_rate_ci_low > 75
-    assert abs(result.lc_win_rate_pct - 50) < 3
-    assert abs(result.lc_ci_low - 50) < 3 and abs(result.lc_ci_high - 50) < 3
+    assert not result.lc_identified
+    assert "positive on 200, negative on 0" in result.lc_reason
+    assert all(math.isnan(x) for x in (result.lc_win_rate_pct, result.lc_ci_low, result.lc_ci_high))
+
+
+def test_injected_length_bias_is_removed_when_lengths_straddle():
+    # the model pads some answers and cuts others: LC at equal length is an interpolation
+    result = lc_winrate(_length_biased_pairs(padding_low=-600), n_bootstrap=0)
+    assert result.recipe == lcw.IDENTIFIED_RECIPE and result.lc_identified
+    assert result.win_rate_pct > 65
+    assert abs(result.lc_win_rate_pct - 50) < 1
+    # the soft verdicts are exactly the fitted curve: no residual noise, so the interval is (nearly) a point at 50
+    assert result.lc_ci_low - 1e-6 <= 50 <= result.lc_ci_high + 1e-6 and result.lc_ci_high - result.lc_ci_low < 1
 
 
 def test_no_signal_fit_still_gets_an_honest_interval():
-    # Preferences unrelated to anything: alpaca-eval's CV shrinks every weight to 0, so LC is
-    # exactly 50. Refitting replicates at that same C would give a zero-width interval.
+    # Preferences unrelated to anything: the unpenalised fit gives LC near 50 with an interval of
+    # the width 60 noisy verdicts allow (alpaca-eval's CV shrank it to exactly 50, no width).
     rng = np.random.default_rng(1)
     n_rows = 60
     pairs = _pairs(
@@ -192,9 +207,22 @@ def test_no_signal_fit_still_gets_an_honest_interval():
         output_2=["b" * int(n) for n in rng.integers(10, 100, n_rows)],
     )
     result = lc_winrate(pairs, n_bootstrap=20)
-    assert result.lc_win_rate_pct == 50.0
+    assert result.lc_identified
+    assert result.lc_ci_low < 50 < result.lc_ci_high
     assert result.lc_ci_high - result.lc_ci_low > 2
     assert result.lc_win_rate_stderr > 0
+
+
+def test_cli_reports_lc_not_identified_for_a_length_gamed_policy(tmp_path, capsys):
+    from harness.cli import main
+
+    pairs = _length_biased_pairs(padding_low=1, n_rows=100)
+    path = tmp_path / "gamed.jsonl"
+    path.write_text("".join(json.dumps(record) + "\n" for record in pairs.to_dict(orient="records")))
+    assert main(["lc-winrate", str(path), "--n-bootstrap", "0", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["win_rate_pct"] > 80
+    assert out["lc_identified"] is False and "extrapolation" in out["lc_reason"]
 
 
 def test_model_against_itself_is_50_by_construction():
@@ -207,19 +235,25 @@ def test_model_against_itself_is_50_by_construction():
 
 
 def test_summary_keys_and_registered_metrics():
-    result = LCWinRate(60.0, 1.0, 55.0, 2.0, 10, 6, 0, 51.0, 59.0, 58.0, 62.0, lcw.MINIMAL_RECIPE)
-    assert result.to_summary() == {
+    result = LCWinRate(60.0, 1.0, 55.0, 2.0, 10, 6, 0, 51.0, 59.0, 58.0, 62.0, lcw.IDENTIFIED_RECIPE)
+    raw_keys = {
         "winrate/win_rate_pct": 60.0,
         "winrate/win_rate_pct_stderr": 1.0,
         "winrate/win_rate_pct_ci_low": 58.0,
         "winrate/win_rate_pct_ci_high": 62.0,
+        "winrate/n": 10,
+    }
+    assert result.to_summary() == raw_keys | {
+        "winrate/lc_identified": 1.0,
         "winrate/lc_win_rate_pct": 55.0,
         "winrate/lc_win_rate_pct_stderr": 2.0,
         "winrate/lc_win_rate_pct_ci_low": 51.0,
         "winrate/lc_win_rate_pct_ci_high": 59.0,
-        "winrate/n": 10,
     }
-    assert result.to_dict()["recipe"] == lcw.MINIMAL_RECIPE
+    assert result.to_dict()["recipe"] == lcw.IDENTIFIED_RECIPE
+    unidentified = LCWinRate(60.0, 1.0, math.nan, math.nan, 10, 6, 0, math.nan, math.nan, 58.0, 62.0,
+                             lcw.IDENTIFIED_RECIPE, lc_identified=False, lc_reason="one-sided")
+    assert unidentified.to_summary() == raw_keys | {"winrate/lc_identified": 0.0}  # a rule on LC fails closed
     for key in ("winrate/win_rate_pct", "winrate/lc_win_rate_pct"):
         spec = METRICS.get(key)
         assert spec.higher_is_better is True and spec.unit == "pct"

@@ -1,9 +1,9 @@
 import pytest
 
 from evals.judges import JudgeItem, RuleJudge, position_swapped_verdicts
-from evals.length import length_summary
+from evals.length import MAX_TRUNCATED_PCT, length_summary
 from evals.pairwise import winrate_eval
-from harness.verifiable_prompts import Instruction, VerifiablePrompt, make_prompts
+from harness.data.verifiable import Instruction, VerifiablePrompt, make_prompts
 
 
 def test_length_summary_matches_hand_computation():
@@ -12,6 +12,24 @@ def test_length_summary_matches_hand_computation():
     assert out["length/policy_p90_tokens"] == 30
     assert out["length/ratio_tokens"] == 2.0
     assert out["length/ratio_chars"] == pytest.approx(100 / 40)
+    assert "length/truncated_pct" not in out  # without the flags nothing is claimed about truncation
+
+
+def test_truncated_shares_and_censoring_drop_the_ratios():
+    tokens, chars = [10] * 10, [40] * 10
+    # 1 of 10 policy answers and 1 of 10 reference answers cut: 10%, not above the 10% threshold
+    fine = length_summary(tokens, tokens, chars, chars, policy_hit_limit=[True] + [False] * 9,
+                          reference_hit_limit=[False] * 9 + [True])
+    assert (fine["length/truncated_pct"], fine["length/reference_truncated_pct"]) == (10.0, 10.0)
+    assert fine["length/censored"] == 0.0 and fine["length/ratio_tokens"] == 1.0
+    assert MAX_TRUNCATED_PCT == 10.0
+    # 2 of 10 reference answers cut: censored; the ratios are gone (a rule on them fails closed) and say why
+    cut = length_summary(tokens, tokens, chars, chars, policy_hit_limit=[False] * 10,
+                         reference_hit_limit=[True, True] + [False] * 8)
+    assert cut["length/reference_truncated_pct"] == 20.0 and cut["length/censored"] == 1.0
+    assert "length/ratio_tokens" not in cut and "length/ratio_chars" not in cut
+    assert "20% of the reference's answers hit max_new_tokens" in cut["length/ratio_tokens_missing_reason"]
+    assert cut["length/policy_mean_tokens"] == 10  # the means stay, described as what they are
 
 
 def _items(reference, policy, prompt=None):
@@ -42,6 +60,11 @@ def test_a_policy_that_always_follows_instructions_wins_every_prompt():
     prompts = [VerifiablePrompt(f"topic {i}", (Instruction("lowercase"),)) for i in range(10)]
     items = [JudgeItem(p.text, "SHOUTING ANSWER" + "!" * i, "quiet answer" + "." * (9 - i), p)
              for i, p in enumerate(prompts)]
-    summary, verdicts = winrate_eval(items, "rule", n_bootstrap=20, seed=0)
+    summary, verdicts = winrate_eval(items, "rule", n_bootstrap=20, seed=0, hit_limit=([False] * 10, [True] * 2 + [False] * 8))
     assert verdicts == [2.0] * 10
     assert summary["winrate/win_rate_pct"] == pytest.approx(100.0)
+    # one verdict everywhere with unequal lengths: LC is not identified (it used to be set to raw: 100 [100, 100])
+    assert summary["winrate/lc_identified"] == 0.0 and "winrate/lc_win_rate_pct" not in summary
+    assert "every verdict is the same" in summary["winrate/lc_win_rate_pct_missing_reason"]
+    assert "winrate/verbosity_alarm" not in summary and "winrate/raw_minus_lc_pct" not in summary
+    assert summary["winrate/lengths_censored"] == 1.0  # 2 of 10 policy answers were cut

@@ -72,3 +72,47 @@ def test_invalid_variant_settings_name_their_field(raw, field):
 
 def test_unknown_variant_suggests_a_name():
     assert "did you mean 'dpo'" in _problems(VALID | {"variant": "dpoo"})
+
+
+# ---------------------------------------------------------------- checked when the config loads, not after training
+
+
+def _load_problems(**raw) -> str:
+    from harness.config import ConfigError, validate_config
+
+    base = {"model": {"name": "embedded:tiny"}, "variant": "dpo"}
+    try:
+        validate_config(base | raw)
+    except ConfigError as exc:
+        return str(exc)
+    return ""
+
+
+@pytest.mark.parametrize("raw, fragment", [
+    ({"registry": {"alias": "latest"}}, "reserved by MLflow"),
+    ({"registry": {"alias": "V3"}}, "reserved by MLflow"),
+    ({"registry": {"alias": "my champion"}}, "registry.alias"),
+    ({"name": ""}, "name"),
+    ({"name": "../../etc"}, "name"),
+    ({"seed": -1}, "seed"),
+    ({"eval": {"domain_tasks": ["harness_arith"]}}, "did you mean 'harness_arith_mc'"),
+    ({"eval": {"domain_tasks": ["ifeval_local"], "ifeval": {"data_file": "/nonexistent/input.jsonl"}}},
+     "eval.ifeval.data_file: /nonexistent/input.jsonl is not a file"),
+])
+def test_what_would_fail_after_training_fails_at_load(raw, fragment):
+    assert fragment in _load_problems(**raw)
+
+
+def test_cache_dir_under_a_file_fails_at_load(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert f"{blocker} is a file" in _load_problems(cache_dir=str(blocker / "cache"))
+
+
+def test_an_lm_eval_task_outside_the_harness_declares_its_metrics_for_rules():
+    from evals.catalog import known_metrics
+
+    rule = {"metric": "domain_gsm8k/exact_match_strict-match", "min": 0.1}
+    assert _load_problems(eval={"domain_tasks": ["gsm8k"]}, gate={"rules": [rule]}) == ""
+    assert known_metrics()["domain_gsm8k/exact_match_strict-match"].higher_is_better is True
+    assert "unknown task 'gsm8kk'; did you mean 'gsm8k'" in _load_problems(eval={"domain_tasks": ["gsm8kk"]})

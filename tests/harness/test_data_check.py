@@ -6,10 +6,10 @@ import os
 import pytest
 
 from harness.config import validate_config
-from harness.data_check import (WARNING, add_data_commands, check_source, load_config_tokenizer,
-                                template_markers)
+from harness.data.checks import WARNING, check_source, template_markers
+from harness.data.loading import load_preference_data
+from harness.data_commands import add_data_commands, load_config_tokenizer
 from harness.errors import DataError
-from harness.preference_data import load_preference_data
 from tests.conftest import REPO, tiny_config
 
 U = lambda text: {"role": "user", "content": text}  # noqa: E731
@@ -38,7 +38,7 @@ def data_cli(argv):
     subs = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     if "data" in subs.choices:
         return cli.main(["data", "check", *argv])
-    from harness.data_check import main
+    from harness.data_commands import main
 
     return main(["check", *argv])
 
@@ -346,7 +346,7 @@ def test_mlflow_servers_bind_to_loopback_only():
 
 
 def test_secrets_from_config_keys_and_environment_never_reach_mlflow(tmp_path, model_cache, monkeypatch):
-    from harness.experiment import run_experiment
+    from harness.lifecycle import run_experiment
     from harness.tracking import REDACTED, Tracker, flatten, redact
 
     env_secret, key_secret = "sk-secret-test-value-0451", "hf_secret_config_value_0452"

@@ -5,9 +5,10 @@ from datetime import datetime, timezone
 import pytest
 
 from harness.config import FeedbackConfig, validate_config
+from harness.data.feedback import feedback_pairs, select_feedback
+from harness.data.loading import load_preference_data
+from harness.data.rows import read_rows
 from harness.errors import DataError
-from harness.feedback import feedback_pairs, select_feedback
-from harness.preference_data import load_preference_data, read_rows
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 

@@ -74,7 +74,7 @@ def test_data_check_reports_the_gap_when_a_model_is_given(model_cache, capsys):
 
 
 def test_a_cell_logs_the_gap_and_is_blocked_when_its_judge_is_uncalibrated(tmp_path, model_cache, capsys):
-    from harness.experiment import run_experiment
+    from harness.lifecycle import run_experiment
     from harness.tracking import Tracker
 
     fast = {"training.max_steps": 1, "eval.domain_tasks": "[]", "eval.kl.n_prompts": 4, "eval.kl.max_new_tokens": 8,

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from harness.config import validate_config
+from harness.data.loading import load_preference_data
 from harness.errors import DataError
-from harness.preference_data import load_preference_data
 
 
 def _config(tmp_path, source, **data):
@@ -78,3 +78,61 @@ def test_builtin_template_data_is_cached_and_pairs_prefer_the_compliant_answer(t
     assert len(first.train) == 20 and first.dropped == {}
     assert list((tmp_path / "cache" / "data").glob("builtin-*.json"))
     assert load_preference_data(config).train == first.train
+
+
+# ---------------------------------------------------------------- the held-out split is by prompt, never by pair
+
+
+def _three_pairs_per_prompt(n_prompts: int) -> list[dict]:
+    # the same prompt written three ways (case, spacing, punctuation): one prompt, three pairs
+    spellings = ["Explain topic {i}.", "explain  TOPIC {i}", "Explain topic {i}?!"]
+    return [{"prompt": s.format(i=i), "chosen": f"good answer {i}.{k}", "rejected": f"bad {i}.{k}"}
+            for i in range(n_prompts) for k, s in enumerate(spellings)]
+
+
+def test_normalise_prompt_ignores_case_spacing_and_punctuation():
+    from harness.data.rows import normalise_prompt
+
+    assert normalise_prompt("  Explain  the SKY's colour?! ") == normalise_prompt("explain the sky s colour") == \
+        "explain the sky s colour"
+    assert normalise_prompt("Ünïcode\tTEXT\n") == "ünïcode text"
+    assert normalise_prompt("2 + 2 = ?") != normalise_prompt("2 + 3 = ?")
+
+
+def test_several_pairs_per_prompt_never_put_a_prompt_on_both_sides(tmp_path):
+    from harness.data.rows import normalise_prompt
+
+    f = _jsonl(tmp_path / "d.jsonl", _three_pairs_per_prompt(40))
+    for seed in range(5):
+        data = load_preference_data(_config(tmp_path, f, eval_fraction=0.25).model_copy(update={"seed": seed}))
+        train = {normalise_prompt(r["prompt"][0]["content"]) for r in data.train}
+        held = {normalise_prompt(r["prompt"]) for r in data.heldout}
+        assert not train & held
+        assert len(held) == 10 and len(train) == 30  # the fraction applies to the 40 distinct prompts
+        assert len(data.heldout) == 30 and len(data.train) == 90  # every pair of a prompt goes with it
+
+
+def test_one_pair_per_prompt_splits_exactly_as_before():
+    import random
+
+    from harness.data.loading import _split
+
+    pairs = [{"prompt": f"prompt {i}", "chosen": "a", "rejected": "b"} for i in range(37)]
+    # the former per-pair split, written out: shuffle the row indices with the seed, hold out the first share
+    order = list(range(len(pairs)))
+    random.Random(3).shuffle(order)
+    n_held = round(37 * 0.15)
+    assert _split(pairs, 0.15, 3) == ([pairs[i] for i in order[n_held:]], [pairs[i] for i in order[:n_held]])
+
+
+def test_unpaired_rows_of_one_prompt_stay_on_one_side(tmp_path):
+    # 12 prompts, 5 rows each, spelt with and without "?", thumbs up and down
+    rows = [{"prompt": f"Question {i % 12}" + ("?" if (i // 12) % 3 == 0 else ""), "completion": f"answer {i}",
+             "label": bool((i // 12) % 2)} for i in range(60)]
+    f = _jsonl(tmp_path / "kto.jsonl", rows)
+    config = validate_config({"model": {"name": "embedded:tiny"}, "variant": "kto", "output_dir": str(tmp_path),
+                              "data": {"source": str(f), "eval_fraction": 0.25}})
+    data = load_preference_data(config)
+    train = {r["prompt"][0]["content"].rstrip("?") for r in data.train}
+    held = {r["prompt"].rstrip("?") for r in data.heldout}
+    assert held and not train & held and len(train) == 9

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from harness.preference_data import load_preference_data
+from harness.data.loading import load_preference_data
 from harness.training import train_cell
 from harness.variants import VARIANTS, kto_balanced_weights
 from tests.conftest import tiny_config
@@ -30,7 +30,7 @@ def test_variant_trains_and_its_objective_improves(variant, tmp_path, model_cach
               "rejected": r["rejected"][0]["content"]} for r in data.train[:16]]
     result = train_cell(config, loaded.model, loaded.tokenizer, data.train, tmp_path / "cell")
     losses = [row["loss"] for row in result.history]
-    assert len(losses) == 8 and all(math.isfinite(l) for l in losses)
+    assert len(losses) == 8 and all(math.isfinite(loss) for loss in losses)
     policy = result.model
     with policy.disable_adapter():
         before = _margin(policy, loaded.tokenizer, pairs)
@@ -97,8 +97,8 @@ def test_kto_trains_directly_from_thumbs_feedback(tmp_path, model_cache):
     """A thumbs-up/down export (prompt, response, thumbs) is KTO data as it is."""
     import random
 
+    from harness.data.verifiable import make_prompts, template_answer
     from harness.models import load_model
-    from harness.verifiable_prompts import make_prompts, template_answer
 
     rng = random.Random(0)
     rows = []

@@ -1,6 +1,6 @@
 import random
 
-from harness.verifiable_prompts import Instruction, make_prompts, template_answer
+from harness.data.verifiable import Instruction, make_prompts, template_answer
 
 
 def test_train_and_eval_prompts_never_overlap_and_are_deterministic():

@@ -25,7 +25,7 @@ SWEEP_NAME = "tiny_sweep"
 
 @pytest.fixture(scope="session")
 def recorded_sweep(tmp_path_factory, model_cache) -> SimpleNamespace:
-    from harness.experiment import run_experiment
+    from harness.lifecycle import run_experiment
     from harness.tracking import Tracker
 
     root = tmp_path_factory.mktemp("recorded-sweep")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from reports import common
 from reports import experiment as rx
 from reports.experiment import render_experiment_report
 
@@ -213,7 +214,7 @@ def test_failed_write_keeps_old_file_and_removes_temp(tmp_path: Path, monkeypatc
     def boom(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(rx.os, "replace", boom)
+    monkeypatch.setattr(common.os, "replace", boom)
     with pytest.raises(OSError):
         render_experiment_report({}, out)
     assert out.read_text(encoding="utf-8") == "old"
@@ -221,7 +222,7 @@ def test_failed_write_keeps_old_file_and_removes_temp(tmp_path: Path, monkeypatc
 
 
 def test_environment_autoescapes_strings() -> None:
-    env = rx._env()
+    env = common.template_env()
     assert env.autoescape is True
     assert env.from_string("{{ x }}").render(x=SCRIPT) == "&lt;script&gt;alert(1)&lt;/script&gt;"
 

@@ -15,7 +15,7 @@ def _finite(d: dict) -> dict:
 
 
 def test_cell_result_matches_the_pipeline(recorded_sweep, tracker_for) -> None:
-    from harness.experiment import redacted_config
+    from harness.recording import redacted_config
 
     tracker = tracker_for()
     for result, config in zip(recorded_sweep.results, recorded_sweep.configs):

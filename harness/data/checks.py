@@ -1,7 +1,7 @@
 """Preference data that cannot silently poison a run: `harness data check` and the checks before training.
 
 `check_source` reads a file, a folder or `hf:NAME` with the loader's own row reader
-(`harness.preference_data.read_rows` / `parse_row`) and reports the format (standard or
+(`harness.data.rows.read_rows` / `parse_row`) and reports the format (standard or
 conversational, paired or unpaired, implicit prompt), row counts, empty and non-text fields,
 duplicates, chosen == rejected (as text, as tokens, and after truncation at max_length),
 truncation rates, chat-template problems (a template already applied: double BOS; a missing
@@ -14,20 +14,22 @@ in the HTML report.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import sys
 from collections import Counter
-from dataclasses import dataclass, field as _field
+from dataclasses import dataclass
+from dataclasses import field as _field
 from statistics import mean
 from typing import Any, Iterable
 
+from harness.data.rows import ParsedRow, RowError, parse_row, read_rows
 from harness.errors import DataError
-from harness.preference_data import ParsedRow, RowError, parse_row, read_rows
 
 FATAL = "fatal"
+
+
 WARNING = "warning"
+
 
 # Chat-template markers of common model families: text that already starts with one of these
 # had a template applied before; training applies the template again (double BOS / double template).
@@ -35,10 +37,20 @@ GENERIC_TEMPLATE_MARKERS = (
     "<|im_start|>", "<|im_end|>", "<|begin_of_text|>", "<|start_header_id|>", "<|eot_id|>", "[INST]",
     "<|user|>", "<|assistant|>", "<|system|>", "<start_of_turn>", "<end_of_turn>", "<|endoftext|>",
 )
+
+
 LENGTH_BIAS_SHARE = 0.7  # chosen longer than rejected in more than this share of pairs: a warning
+
+
 LENGTH_BIAS_RATIO = 1.5  # or a mean chosen/rejected length ratio beyond this (or below its inverse)
+
+
 LABEL_MINORITY_SHARE = 0.1  # KTO: a label class below this share is a warning (one class is fatal)
+
+
 COMPLETION_TRUNCATION_WARN = 0.2  # completions cut by max_length in more than this share of rows
+
+
 MAX_EXAMPLES = 5  # places kept per issue
 
 
@@ -152,9 +164,6 @@ class DataCheckReport:
                 "issues": [i.to_dict() for i in self.issues], "offpolicy": self.offpolicy}
 
 
-# ---------------------------------------------------------------------- checks
-
-
 def template_markers(tokenizer=None) -> tuple[str, ...]:
     """Text that the chat template adds: the tokenizer's BOS and the special tokens its template renders."""
     markers = set(GENERIC_TEMPLATE_MARKERS)
@@ -225,10 +234,40 @@ def check_rows(rows: Iterable[tuple[str, int, dict]], *, source: str, tokenizer=
     issues = _Issues()
     counts: Counter = Counter()
     dropped: Counter = Counter()
+    parsed, files, n_rows = _parse_all(rows, row_errors or [], issues, counts)
+    fmt, parsed, shape = _format_checks(parsed, issues, variant, variant_shape)
+    markers = template_markers(tokenizer) if template_checks else ()
+    kept = _row_checks(parsed, markers, issues, counts, dropped)
+    token_info: dict[str, Any] | None = None
+    token_lengths: list[tuple[int, int]] = []
+    if tokenizer is not None and kept:
+        if not getattr(tokenizer, "chat_template", None):
+            issues.add(FATAL, "no_chat_template",
+                       "model.name: the tokenizer has no chat template; the harness trains on conversational "
+                       "rows and needs one (use an instruct/chat model)", None, None, "model.name")
+        else:
+            kept, token_info, token_lengths = _token_checks(kept, tokenizer, max_length, max_prompt_length,
+                                                            issues, dropped, counts)
+    lengths = _length_checks([r for r in kept if r.shape == "paired"], token_lengths, source, issues)
+    labels = _label_checks(kept, parsed, shape, fmt, issues) if shape == "unpaired" and parsed else None
+    if parsed and not kept:
+        detail = ", ".join(f"{k}: {v}" + (f" (the prompt alone fills training.max_length={max_length})"
+                                          if k == "truncated_away" else "") for k, v in dropped.items())
+        firsts = [issues.by_key.get((WARNING, f"dropped_{k}")) for k in dropped]
+        where = "; ".join(f"{k} first at {i.place}" for k, i in zip(dropped, firsts) if i)
+        what = "preference pairs" if shape == "paired" else "rows"
+        issues.add(FATAL, "no_usable_rows", f"{source}: no usable {what} ({detail}; {where})",
+                   source, None, None)
+    return DataCheckReport(
+        source=source, files=files, format=fmt, rows=n_rows, usable_rows=len(kept), counts=dict(counts),
+        dropped=dropped, lengths=lengths, labels=labels, tokenization=token_info, issues=issues.list(), usable=kept)
+
+
+def _parse_all(rows, row_errors: list[RowError], issues: "_Issues", counts: Counter):
     files: list[str] = []
     parsed: list[ParsedRow] = []
     n_rows = 0
-    for err in row_errors or []:
+    for err in row_errors:
         n_rows += 1
         counts[err.code] += 1
         issues.add(FATAL, err.code, str(err), err.file, err.row, err.field)
@@ -241,11 +280,14 @@ def check_rows(rows: Iterable[tuple[str, int, dict]], *, source: str, tokenizer=
         except RowError as err:
             counts[err.code] += 1
             issues.add(FATAL, err.code, str(err), err.file, err.row, err.field)
-    for err in row_errors or []:
+    for err in row_errors:
         if err.file and err.file not in files:
             files.append(err.file)
+    return parsed, files, n_rows
 
-    # ------------------------------------------------------------ format
+
+def _format_checks(parsed: list[ParsedRow], issues: "_Issues", variant, variant_shape):
+    """The data's format (shape, style, prompt kind); one source holds one shape: the minority is dropped."""
     shapes = Counter(r.shape for r in parsed)
     styles = Counter(r.style for r in parsed)
     implicit = Counter(r.implicit_prompt for r in parsed)
@@ -282,9 +324,31 @@ def check_rows(rows: Iterable[tuple[str, int, dict]], *, source: str, tokenizer=
                    f"{r.file}: row {r.row}: unpaired rows (prompt/{r.completion_field}/{r.label_field}) cannot "
                    f"train variant {variant!r}, which needs chosen/rejected pairs; use variant kto for unpaired data",
                    r.file, r.row, r.completion_field)
+    return fmt, parsed, shape
 
-    # ------------------------------------------------------------ rows: empty, equal, duplicates, context
-    markers = template_markers(tokenizer) if template_checks else ()
+
+def _template_issue(r: ParsedRow, markers, issues: "_Issues", counts: Counter) -> None:
+    for name, text in {"prompt": r.prompt, **r.completions}.items():
+        stripped = text.lstrip()
+        hit = next((m for m in markers if stripped.startswith(m)), None)
+        if hit:
+            issues.add(FATAL, "chat_template_applied",
+                       f"{r.file}: row {r.row}: field '{name}': starts with {hit!r}: the chat template was "
+                       f"already applied, and training applies it again (double BOS / double template); "
+                       f"give plain text or message lists", r.file, r.row, name)
+            counts["template_already_applied"] += 1
+            return
+        inner = next((m for m in markers if m in text), None)
+        if inner:
+            issues.add(WARNING, "template_markers",
+                       f"{r.file}: row {r.row}: field '{name}': contains the chat-template marker {inner!r}",
+                       r.file, r.row, name)
+            counts["template_markers"] += 1
+            return
+
+
+def _row_checks(parsed: list[ParsedRow], markers, issues: "_Issues", counts: Counter, dropped: Counter) -> list[ParsedRow]:
+    """Empty fields, dropped context, chat templates already applied, duplicates, rows training drops."""
     seen: dict[str, ParsedRow] = {}
     prompts_seen: set[str] = set()
     kept: list[ParsedRow] = []
@@ -296,23 +360,7 @@ def check_rows(rows: Iterable[tuple[str, int, dict]], *, source: str, tokenizer=
             issues.add(WARNING, "context_dropped",
                        f"{r.file}: row {r.row}: field '{name}': several messages; training uses only the last "
                        f"one (system prompts and earlier turns are not seen)", r.file, r.row, name)
-        for name, text in {"prompt": r.prompt, **r.completions}.items():
-            stripped = text.lstrip()
-            hit = next((m for m in markers if stripped.startswith(m)), None)
-            if hit:
-                issues.add(FATAL, "chat_template_applied",
-                           f"{r.file}: row {r.row}: field '{name}': starts with {hit!r}: the chat template was "
-                           f"already applied, and training applies it again (double BOS / double template); "
-                           f"give plain text or message lists", r.file, r.row, name)
-                counts["template_already_applied"] += 1
-                break
-            inner = next((m for m in markers if m in text), None)
-            if inner:
-                issues.add(WARNING, "template_markers",
-                           f"{r.file}: row {r.row}: field '{name}': contains the chat-template marker {inner!r}",
-                           r.file, r.row, name)
-                counts["template_markers"] += 1
-                break
+        _template_issue(r, markers, issues, counts)
         key = hashlib.sha1(json.dumps([r.shape, r.prompt, r.chosen, r.rejected, r.completion, r.label])
                            .encode()).hexdigest()
         if key in seen:
@@ -335,72 +383,53 @@ def check_rows(rows: Iterable[tuple[str, int, dict]], *, source: str, tokenizer=
                        r.file, r.row, reason[1])
             continue
         kept.append(r)
+    return kept
 
-    # ------------------------------------------------------------ tokenization and truncation
-    token_info: dict[str, Any] | None = None
-    token_lengths: list[tuple[int, int]] = []
-    if tokenizer is not None and kept:
-        if not getattr(tokenizer, "chat_template", None):
-            issues.add(FATAL, "no_chat_template",
-                       f"model.name: the tokenizer has no chat template; the harness trains on conversational "
-                       f"rows and needs one (use an instruct/chat model)", None, None, "model.name")
-        else:
-            kept, token_info, token_lengths = _token_checks(kept, tokenizer, max_length, max_prompt_length,
-                                                            issues, dropped, counts)
 
-    # ------------------------------------------------------------ lengths and labels
-    paired = [r for r in kept if r.shape == "paired"]
-    lengths: dict[str, Any] = {}
-    if paired:
-        chars = [(len(r.chosen), len(r.rejected)) for r in paired]
-        lengths["pairs"] = len(paired)
-        lengths["chosen_longer_share"] = _shares(sum(c > j for c, j in chars), len(chars))
-        lengths["rejected_longer_share"] = _shares(sum(c < j for c, j in chars), len(chars))
-        lengths["mean_length_ratio"] = round(mean(c / max(j, 1) for c, j in chars), 4)
-        lengths["mean_chosen_chars"] = round(mean(c for c, _ in chars), 1)
-        lengths["mean_rejected_chars"] = round(mean(j for _, j in chars), 1)
-        if token_lengths:
-            lengths["chosen_longer_share_tokens"] = _shares(sum(c > j for c, j in token_lengths), len(token_lengths))
-            lengths["mean_length_ratio_tokens"] = round(mean(c / max(j, 1) for c, j in token_lengths), 4)
-        share, ratio = lengths["chosen_longer_share"], lengths["mean_length_ratio"]
-        if share > LENGTH_BIAS_SHARE or ratio > LENGTH_BIAS_RATIO or ratio < 1 / LENGTH_BIAS_RATIO:
-            issues.add(WARNING, "length_bias",
-                       f"{source}: chosen is longer than rejected in {share:.0%} of pairs (mean length ratio "
-                       f"{ratio:.2f}): the model can learn length instead of quality; check length-controlled metrics",
-                       source, None, "chosen")
-    labels = None
+def _length_checks(paired: list[ParsedRow], token_lengths: list[tuple[int, int]], source: str,
+                   issues: "_Issues") -> dict[str, Any]:
+    """How often chosen is longer than rejected: a length bias the model can learn instead of quality."""
+    if not paired:
+        return {}
+    chars = [(len(r.chosen), len(r.rejected)) for r in paired]
+    lengths: dict[str, Any] = {"pairs": len(paired)}
+    lengths["chosen_longer_share"] = _shares(sum(c > j for c, j in chars), len(chars))
+    lengths["rejected_longer_share"] = _shares(sum(c < j for c, j in chars), len(chars))
+    lengths["mean_length_ratio"] = round(mean(c / max(j, 1) for c, j in chars), 4)
+    lengths["mean_chosen_chars"] = round(mean(c for c, _ in chars), 1)
+    lengths["mean_rejected_chars"] = round(mean(j for _, j in chars), 1)
+    if token_lengths:
+        lengths["chosen_longer_share_tokens"] = _shares(sum(c > j for c, j in token_lengths), len(token_lengths))
+        lengths["mean_length_ratio_tokens"] = round(mean(c / max(j, 1) for c, j in token_lengths), 4)
+    share, ratio = lengths["chosen_longer_share"], lengths["mean_length_ratio"]
+    if share > LENGTH_BIAS_SHARE or ratio > LENGTH_BIAS_RATIO or ratio < 1 / LENGTH_BIAS_RATIO:
+        issues.add(WARNING, "length_bias",
+                   f"{source}: chosen is longer than rejected in {share:.0%} of pairs (mean length ratio "
+                   f"{ratio:.2f}): the model can learn length instead of quality; check length-controlled metrics",
+                   source, None, "chosen")
+    return lengths
+
+
+def _label_checks(kept: list[ParsedRow], parsed: list[ParsedRow], shape: str, fmt: dict, issues: "_Issues") -> dict:
+    """KTO rows: both classes present, and the minority not too thin."""
     unpaired = [r for r in kept if r.shape == "unpaired"]
-    if shape == "unpaired" and parsed:
-        n_d = sum(1 for r in unpaired if r.label)
-        n_u = len(unpaired) - n_d
-        labels = {"desirable": n_d, "undesirable": n_u, "desirable_share": _shares(n_d, len(unpaired))}
-        label_field = fmt.get("label_field", "label")
-        first = parsed[0]
-        if not unpaired or issues.has_fatal_rows():
-            pass  # judged once the rows parse
-        elif n_d == 0 or n_u == 0:
-            which = "desirable (true / up)" if n_u == 0 else "undesirable (false / down)"
-            issues.add(FATAL, "one_class_labels",
-                       f"{first.file}: field '{label_field}': all {len(unpaired)} usable row(s) are {which}; KTO needs "
-                       f"both desirable and undesirable rows", first.file, None, label_field)
-        elif min(n_d, n_u) / len(unpaired) < LABEL_MINORITY_SHARE:
-            issues.add(WARNING, "label_imbalance",
-                       f"{first.file}: field '{label_field}': {n_d} desirable vs {n_u} undesirable rows; the "
-                       f"KTO weights are rebalanced, but the minority class is thin", first.file, None, label_field)
-
-    if parsed and not kept:
-        detail = ", ".join(f"{k}: {v}" + (f" (the prompt alone fills training.max_length={max_length})"
-                                          if k == "truncated_away" else "") for k, v in dropped.items())
-        firsts = [issues.by_key.get((WARNING, f"dropped_{k}")) for k in dropped]
-        where = "; ".join(f"{k} first at {i.place}" for k, i in zip(dropped, firsts) if i)
-        what = "preference pairs" if shape == "paired" else "rows"
-        issues.add(FATAL, "no_usable_rows", f"{source}: no usable {what} ({detail}; {where})",
-                   source, None, None)
-
-    report = DataCheckReport(
-        source=source, files=files, format=fmt, rows=n_rows, usable_rows=len(kept), counts=dict(counts),
-        dropped=dropped, lengths=lengths, labels=labels, tokenization=token_info, issues=issues.list(), usable=kept)
-    return report
+    n_d = sum(1 for r in unpaired if r.label)
+    n_u = len(unpaired) - n_d
+    labels = {"desirable": n_d, "undesirable": n_u, "desirable_share": _shares(n_d, len(unpaired))}
+    label_field = fmt.get("label_field", "label")
+    first = parsed[0]
+    if not unpaired or issues.has_fatal_rows():
+        return labels  # judged once the rows parse
+    if n_d == 0 or n_u == 0:
+        which = "desirable (true / up)" if n_u == 0 else "undesirable (false / down)"
+        issues.add(FATAL, "one_class_labels",
+                   f"{first.file}: field '{label_field}': all {len(unpaired)} usable row(s) are {which}; KTO needs "
+                   f"both desirable and undesirable rows", first.file, None, label_field)
+    elif min(n_d, n_u) / len(unpaired) < LABEL_MINORITY_SHARE:
+        issues.add(WARNING, "label_imbalance",
+                   f"{first.file}: field '{label_field}': {n_d} desirable vs {n_u} undesirable rows; the "
+                   f"KTO weights are rebalanced, but the minority class is thin", first.file, None, label_field)
+    return labels
 
 
 _DROP_TEXT = {
@@ -500,165 +529,3 @@ def check_source(source: str, *, tokenizer=None, max_length: int | None = None, 
     if report.rows == 0:
         report.issues.append(Issue(FATAL, "no_rows", f"{source}: the data has no rows", source))
     return report
-
-
-# ---------------------------------------------------------------------- tokenizer from a config
-
-
-def load_config_tokenizer(config):
-    """The tokenizer only (no weights): embedded models share SmolLM2's; others via AutoTokenizer."""
-    from harness.models import EMBEDDED_MODELS, ModelLoadError, load_tokenizer, resolve_model_path, smollm_tokenizer_dir
-
-    name = config.model.name
-    try:
-        if name in EMBEDDED_MODELS:
-            path = str(smollm_tokenizer_dir(config.resolved_cache_dir))
-        elif name.startswith("embedded:"):
-            path = resolve_model_path(name, config.resolved_cache_dir)  # raises: unknown embedded model
-        else:
-            path = name
-        return load_tokenizer(path, trust_remote_code=config.model.trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"model.name: could not load the tokenizer of {name!r}: {exc}") from None
-
-
-# ---------------------------------------------------------------------- CLI
-
-
-def add_data_commands(subparsers) -> None:
-    """`harness data check SOURCE [--config CONFIG] [--set K=V] [--json]` (cli.py calls this)."""
-    data = subparsers.add_parser("data", help="inspect preference data before it costs compute")
-    data_sub = data.add_subparsers(dest="data_command", required=True)
-    check = data_sub.add_parser(
-        "check", help="format, counts and problems of a preference data source",
-        description="Check a .jsonl/.json/.parquet file, a folder of them, or hf:NAME. With --config, the "
-                    "model's tokenizer and training.max_length add the token-level checks. "
-                    "Exit 0 when the data is usable (warnings allowed), 2 on fatal problems.")
-    check.add_argument("source", help="a file, a folder, or hf:NAME")
-    check.add_argument("--config", help="experiment YAML: model (tokenizer), training.max_length, variant")
-    check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-    check.add_argument("--max-length", type=int, help="override training.max_length")
-    check.add_argument("--model", help="starting model (HF id, path, embedded:NAME): measure how off-policy the "
-                                       "pairs are for it (log-prob of chosen/rejected vs its own samples)")
-    check.add_argument("--limit", type=int, help="prompts the off-policy diagnostic measures (default 16)")
-    check.add_argument("--cache-dir", help="model and sample cache for --model (default: the config's, or runs/cache)")
-    check.add_argument("--json", action="store_true", help="print one JSON object")
-    check.set_defaults(func=cmd_data_check)
-
-
-def cmd_data_check(args) -> int:
-    tokenizer = max_length = variant = variant_shape = None
-    split = "train"
-    if args.config:
-        from harness.config import load_config
-        from harness.variants import VARIANTS
-
-        config = load_config(args.config, args.set)
-        tokenizer = load_config_tokenizer(config)
-        max_length = config.training.max_length
-        variant, variant_shape = config.variant, VARIANTS.get(config.variant).data_shape
-        split = config.data.split
-    elif args.set:
-        raise DataError("--set: needs --config")
-    if args.max_length is not None:
-        max_length = args.max_length
-    report = check_source(args.source, tokenizer=tokenizer, max_length=max_length, variant=variant,
-                          variant_shape=variant_shape, split=split)
-    if args.limit is not None and (not args.model or args.limit <= 0):
-        raise DataError("--limit: the number of prompts for --model's off-policy diagnostic (a positive number)")
-    if args.model and report.usable:
-        from pathlib import Path
-
-        from evals.offpolicy_gap import DEFAULT_PROMPTS, DEFAULT_TEMPERATURE, offpolicy_gap_for_model
-
-        cache = Path(args.cache_dir) if args.cache_dir else config.resolved_cache_dir if args.config else Path("runs/cache")
-        temperature = config.data.sample_temperature if args.config else DEFAULT_TEMPERATURE
-        report.offpolicy = offpolicy_gap_for_model(args.model, report.usable, cache_dir=cache,
-                                                   n_prompts=args.limit or DEFAULT_PROMPTS, temperature=temperature)
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=1, default=str))
-    else:
-        print_report(report)
-    if report.fatal:
-        print(f"error: {report.error()}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def print_report(report: DataCheckReport, console=None) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    console = console or Console()
-    summary = Table(title=f"data check: {escape(report.source)}", show_header=False)
-    summary.add_column("what", style="bold")
-    summary.add_column("value")
-    summary.add_row("format", escape(report.format.get("name", "")))
-    summary.add_row("rows", f"{report.rows} read, {report.usable_rows} usable, "
-                            f"{sum(report.dropped.values())} dropped")
-    if report.dropped:
-        summary.add_row("dropped", escape(", ".join(f"{k}: {v}" for k, v in report.dropped.items())))
-    counts = {k: v for k, v in report.counts.items() if v}
-    if counts:
-        summary.add_row("counts", escape(", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))))
-    if report.lengths:
-        ln = report.lengths
-        text = (f"chosen longer in {ln['chosen_longer_share']:.0%} of pairs, mean ratio {ln['mean_length_ratio']:.2f} "
-                f"(chars)")
-        if "mean_length_ratio_tokens" in ln:
-            text += f"; {ln['chosen_longer_share_tokens']:.0%}, {ln['mean_length_ratio_tokens']:.2f} (tokens)"
-        summary.add_row("lengths", text)
-    if report.labels:
-        lb = report.labels
-        summary.add_row("labels", f"{lb['desirable']} desirable, {lb['undesirable']} undesirable "
-                                  f"({lb['desirable_share']:.0%} desirable)")
-    if report.tokenization:
-        t = report.tokenization
-        rates = ", ".join(f"{k.removesuffix('_truncated_rate')} {v:.0%}" for k, v in t.items()
-                          if k.endswith("_truncated_rate"))
-        summary.add_row("tokens", escape(
-            f"max_length {t['max_length']}: truncated {rates}; truncated away {t['truncated_away']}; "
-            f"chosen==rejected after tokenization {t['equal_after_tokenization']}, after truncation "
-            f"{t['equal_after_truncation']}; mean prompt {t['mean_prompt_tokens']} tokens"))
-    else:
-        summary.add_row("tokens", "not checked (give --config for the model's tokenizer and max_length)")
-    if report.offpolicy:
-        o = report.offpolicy
-        summary.add_row("off-policy", escape(
-            f"log-prob per token: chosen {o['data/chosen_logp_per_token']:.3g}, rejected "
-            f"{o['data/rejected_logp_per_token']:.3g}, the model's own samples "
-            f"{o['data/reference_sample_logp_per_token']:.3g}; gap {o['data/offpolicy_gap_nats_per_token']:.3g} "
-            f"nats/token over {int(o['data/offpolicy_prompts'])} prompts (near 0: on-policy)"))
-    console.print(summary)
-    if report.issues:
-        table = Table(title="issues")
-        for col in ("severity", "place", "problem", "rows"):
-            table.add_column(col, overflow="fold")
-        for i in report.issues:
-            sev = "[red]FATAL[/]" if i.severity == FATAL else "[yellow]warning[/]"
-            more = f"; also {', '.join(i.examples)}" if i.examples else ""
-            table.add_row(sev, escape(i.place), escape(i.problem + more),
-                          str(i.count) if i.row is not None or i.count > 1 else "")
-        console.print(table)
-    verdict = "[red]not usable[/]" if report.fatal else "[green]usable[/]"
-    console.print(f"verdict: {verdict} ({len(report.fatal)} fatal, {len(report.warnings)} warnings)")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m harness.data_check check SOURCE ...`: the same command before cli.py wires it in."""
-    from harness.errors import HarnessInputError
-    from harness.models import ModelLoadError
-
-    parser = argparse.ArgumentParser(prog="harness")
-    add_data_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["data", *(argv if argv is not None else sys.argv[1:])])
-    try:
-        return args.func(args)
-    except (HarnessInputError, ModelLoadError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

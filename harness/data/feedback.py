@@ -16,12 +16,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from harness.config import FeedbackConfig
-from harness.preference_data import UNPAIRED_COMPLETION_FIELDS, UNPAIRED_LABEL_FIELDS, RowError, label_value
+from harness.data.rows import UNPAIRED_COMPLETION_FIELDS, UNPAIRED_LABEL_FIELDS, RowError, label_value
 
 TIMESTAMP_FIELDS = ("timestamp", "created_at", "time")
 VERSION_FIELDS = ("model_version", "model")
 
-Row = tuple[str, int, dict]  # (file, 1-based row, fields), as harness.preference_data.read_rows gives them
+Row = tuple[str, int, dict]  # (file, 1-based row, fields), as harness.data.rows.read_rows gives them
 
 
 def parse_timestamp(value: Any, file: str, line: int, field: str) -> datetime:

@@ -1,0 +1,85 @@
+"""What the evals of one cell share: `EvalContext`, built once by the pipeline and handed to every
+registered eval (evals.registry), and `EvalOutput`, what an eval hands back.
+
+The context holds the policy with a way to score as the reference (`as_reference()`: TRL's
+reference is the base with adapters disabled), the greedy generations of policy and reference on
+the same held-out prompts, the KL samples (drawn once, shared by `kl` and `kl_vs_start`), the
+starting model's generations in iterative rounds, and the training and held-out preference rows.
+Everything expensive is computed on first use and cached on the context.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+
+@dataclass
+class EvalOutput:
+    """An eval's result: its metrics (`<eval>/<metric>` floats), and what else the run needs from it."""
+
+    metrics: dict[str, float]
+    reference: dict[str, float] = field(default_factory=dict)  # the reference's own values: `against: reference`
+    start: dict[str, float] = field(default_factory=dict)  # the starting model's own values: `against: start`
+    extras: dict[str, Any] = field(default_factory=dict)  # report material (per-prompt verdicts, judge info)
+    tags: dict[str, str] = field(default_factory=dict)  # run tags to set
+
+
+@dataclass
+class EvalContext:
+    config: Any  # harness.config.ExperimentConfig
+    tokenizer: Any
+    policy: Any  # the trained PEFT model
+    policy_fingerprint: str
+    reference_fingerprint: str
+    prompts: list  # held-out eval prompts (harness.data.verifiable.VerifiablePrompt)
+    reference_out: list  # greedy completions (evals.generation.Completion), same order as prompts
+    policy_out: list
+    cache_dir: Path
+    # what the win rate judges the policy against: a named baseline's answers (eval.prompts: alpaca_eval),
+    # else None, meaning the reference's own answers
+    baseline_out: list | None = None
+    train: list = field(default_factory=list)  # preference rows the policy trained on
+    heldout: list = field(default_factory=list)  # held-out preference rows
+    start: Any = None  # the model the experiment started from (iterative rounds >= 2), else None
+    start_fingerprint: str = ""
+    # the judge's stored calibration: () -> (metrics, info); the pipeline binds it to the tracker
+    calibration: Callable[[], tuple[dict, dict]] | None = None
+
+    @property
+    def eval(self):
+        return self.config.eval
+
+    @property
+    def prompt_texts(self) -> list[str]:
+        return [p.text for p in self.prompts]
+
+    def as_reference(self):
+        """`with ctx.as_reference(): ...` scores with the policy's adapters disabled: the reference."""
+        return self.policy.disable_adapter()
+
+    @functools.cached_property
+    def kl_samples(self) -> tuple[list[str], list, list]:
+        """(prompts, sampled token ids, the policy's log-probs of them): policy samples at temperature 1
+        with a complete neutral decoding config, drawn once and scored by whichever model asks."""
+        from evals.generation import DecodingSettings, batch_completion_logprobs, generate
+
+        e = self.eval
+        settings = DecodingSettings(max_new_tokens=e.kl.max_new_tokens, temperature=1.0, top_p=1.0, top_k=0,
+                                    seed=self.config.seed + 1)
+        prompts = self.prompt_texts[: e.kl.n_prompts]
+        samples = generate(self.policy, self.tokenizer, prompts, settings, model_fingerprint=self.policy_fingerprint,
+                           cache_dir=self.cache_dir, batch_size=e.batch_size, label="KL samples")
+        ids = [s.token_ids for s in samples]
+        return prompts, ids, batch_completion_logprobs(self.policy, self.tokenizer, prompts, ids, e.batch_size)
+
+    @functools.cached_property
+    def start_out(self) -> list:
+        """The starting model's greedy answers to the eval prompts (cached by content on disk too)."""
+        from evals.generation import DecodingSettings, generate
+
+        e = self.eval
+        greedy = DecodingSettings(max_new_tokens=e.max_new_tokens, temperature=0.0, seed=self.config.seed)
+        return generate(self.start, self.tokenizer, self.prompt_texts, greedy, model_fingerprint=self.start_fingerprint,
+                        cache_dir=self.cache_dir, batch_size=e.batch_size, label="starting model")

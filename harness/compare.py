@@ -1,0 +1,257 @@
+"""Head-to-head: two recorded checkpoints judged against each other on the same held-out prompts.
+
+`harness compare RUN_A RUN_B` asks the question a champion comparison really is: is A's answer better
+than B's answer to the same prompt? (Comparing two win rates each measured against its own reference,
+on different samples, is not that question.) For each run: its evidence must be intact (FINISHED, the
+checkpoint and config matching the hashes recorded when it ended: harness.promotion.require_intact),
+its checkpoint is rebuilt on its base model (harness.models.load_checkpoint: earlier iterative rounds
+merged in order), and it answers greedily the eval prompts run A was measured on (its `eval_prompts`
+artifact; builtin make_prompts(n, seed, split="eval") for runs recorded before that artifact). Answers
+come from the generation cache when the run left them there: the cache is keyed by the policy fingerprint, which
+`checkpoint_fingerprint` computes from the checkpoint files exactly as the pipeline does. A's judge
+(its `eval.judge`) then judges every prompt in both orders (evals.judges.position_swap, as the win-rate
+eval does) with B in the reference's seat, and evals.winrate_stats gives the paired statistics: raw,
+length-controlled and style-controlled win rates of A over B, each with its standard error and 95%
+interval, under the usual `winrate/*` keys (50 = no difference; A compared with itself is exactly 50
+with zero spread).
+
+Settings come from run A (prompt count and seed, max_new_tokens, judge, bootstrap); each side keeps its
+own seed in its decoding settings (greedy decoding ignores it) so that its cached answers are found.
+`compare_runs` is also the head-to-head a pipeline runs against the champion; its pieces
+(`recorded_policy`, `recorded_answers`, `paired_winrate`) serve a candidate that is not recorded yet.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessInputError
+
+# ---------------------------------------------------------------------------------- identity
+
+
+def _safetensors_digest(seed: str, folder: Path) -> str:
+    h = hashlib.sha256(seed.encode())
+    for f in sorted(Path(folder).glob("*.safetensors")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def checkpoint_fingerprint(checkpoint_dir: Path, base_fingerprint: str) -> str:
+    """The policy fingerprint the pipeline gives this checkpoint (harness.experiment computes it here:
+    sha256 of the base's fingerprint and the adapter's safetensors), chained through an adapter stack the
+    way iterative rounds chain it (round k's base is round k-1's merged policy, whose fingerprint is round
+    k-1's). Caches keyed by it (generations) serve a rebuilt checkpoint what its run generated."""
+    checkpoint_dir = Path(checkpoint_dir)
+    fingerprint = base_fingerprint
+    stack_file = checkpoint_dir / "adapter_stack.json"
+    if stack_file.exists():
+        for relative in json.loads(stack_file.read_text())["merge_in_order"]:
+            fingerprint = _safetensors_digest(fingerprint, checkpoint_dir / relative)
+    return _safetensors_digest(fingerprint, checkpoint_dir)
+
+
+# ---------------------------------------------------------------------------------- a recorded run's policy
+
+
+@dataclass
+class RecordedPolicy:
+    run_id: str
+    cell: str
+    config: Any  # ExperimentConfig, as the run recorded it
+    checkpoint_dir: Path  # downloaded, and checked against the run's evidence hash
+    checkpoint_sha256: str
+
+
+def recorded_policy(tracker, run_id: str, workdir: Path) -> RecordedPolicy:
+    """A run's checkpoint and config, refused (EvidenceError, exit 2) unless the run FINISHED with its
+    evidence intact; the checkpoint downloaded under `workdir` is the one the evidence hash covers."""
+    from harness.promotion import (
+        CHECKPOINT,
+        EVIDENCE,
+        EvidenceError,
+        files_under,
+        load_recorded,
+        require_intact,
+        tree_sha256,
+    )
+
+    try:
+        run = tracker.get_run(run_id)
+    except Exception:
+        raise HarnessInputError(f"no run {run_id!r} in {tracker.tracking_uri}") from None
+    if run.data.tags.get("harness.role") == "iterative":
+        load_recorded(tracker, run_id)  # raises the input error that names the rounds to use instead
+    require_intact(tracker, run_id, "compare it")
+    recorded = load_recorded(tracker, run_id)
+    local = tracker.download_folder(run_id, CHECKPOINT, Path(workdir) / run_id)
+    digest = tree_sha256(files_under(local)) if local is not None else None
+    want = run.data.params.get(EVIDENCE + "checkpoint_sha256")
+    if digest != want:  # changed between the evidence check and this download
+        raise EvidenceError(f"run {run_id}: refusing to compare it", [f"{CHECKPOINT}: the downloaded files do not "
+                                                                     "match the recorded hash"])
+    return RecordedPolicy(run_id, recorded.cell, recorded.config, local, digest)
+
+
+@dataclass
+class RecordedAnswers:
+    completions: list  # evals.generation.Completion, in prompt order
+    fingerprint: str  # the policy fingerprint the answers are cached under
+    source: str  # "cache" (the run's own generations, or an earlier compare) or "generated"
+
+
+def _pristine_fingerprint(config, base) -> str:
+    """What harness.models.load_model would fingerprint the run's base model as (the files' digests are
+    cached, so this reads no weights for a local or embedded model; a hub id takes the commit `base` has)."""
+    from harness.models import model_fingerprint, resolve_model_path
+
+    cache = config.resolved_cache_dir
+    revision = getattr(getattr(base.model, "config", None), "_commit_hash", None)
+    return model_fingerprint(resolve_model_path(config.model.name, cache), dtype=config.model.dtype, cache_dir=cache,
+                             revision=revision)
+
+
+def recorded_answers(policy: RecordedPolicy, prompts: list[str], *, max_new_tokens: int, base=None) -> RecordedAnswers:
+    """The policy's greedy answers to `prompts` (the pipeline's decoding: evals.generation.generate), from
+    the run's generation cache when there, else generated on the rebuilt checkpoint and cached. `base`: a
+    harness.models.LoadedModel of the run's base model to copy instead of loading it from disk; used only
+    when its fingerprint is the pristine base's (an iterative round's merged reference is not)."""
+    from evals.generation import DecodingSettings, cache_key, generate
+    from harness.models import load_checkpoint, load_model
+
+    config = policy.config
+    m = config.model
+    if base is not None and base.fingerprint != _pristine_fingerprint(config, base):
+        base = None  # another model, or an iterative round's merged reference that only kept the name
+    if base is None:
+        base = load_model(m.name, config.resolved_cache_dir, trust_remote_code=m.trust_remote_code,
+                          allow_pickle_weights=m.allow_pickle_weights, dtype=m.dtype)
+        model = base.model
+    else:
+        model = copy.deepcopy(base.model)  # load_checkpoint wraps (and, for a stack, merges into) the model
+    fingerprint = checkpoint_fingerprint(policy.checkpoint_dir, base.fingerprint)
+    settings = DecodingSettings(max_new_tokens=max_new_tokens, temperature=0.0, seed=config.seed)
+    cache_dir = config.resolved_cache_dir
+    # where evals.generation.generate keeps this entry: only to report whether the answers were cached
+    cached = (Path(cache_dir) / "generations" / f"{cache_key(fingerprint, prompts, settings)}.json").exists()
+    rebuilt = load_checkpoint(policy.checkpoint_dir, model)
+    completions = generate(rebuilt, base.tokenizer, prompts, settings, model_fingerprint=fingerprint,
+                           cache_dir=cache_dir, batch_size=config.eval.batch_size, label=f"run {policy.run_id[:8]}")
+    return RecordedAnswers(completions, fingerprint, "cache" if cached else "generated")
+
+
+EVAL_PROMPTS = "eval_prompts"  # the artifact folder where the pipeline logs the prompts a run was measured on
+
+
+def recorded_eval_prompts(tracker, policy: RecordedPolicy, n: int | None = None) -> list:
+    """The prompts the run was evaluated on, in order: its `eval_prompts` artifact (the snapshot the
+    pipeline logs, content-addressed by the hash it records as `eval_prompts.content_hash`), read back by
+    evals.eval_prompts with its instructions; for a run recorded before eval prompt sets, the builtin
+    prompts make_prompts(eval.n_prompts, seed, split="eval"). `n`: the first n of them; more than the
+    run was measured on only for builtin prompts (their sequence is the same whatever the count)."""
+    from harness.data.verifiable import make_prompts
+
+    config = policy.config
+    if n is not None and n < 5:
+        raise HarnessInputError(f"--n-prompts: at least 5 prompts (the LC fit needs them), got {n}")
+    params = tracker.get_run(policy.run_id).data.params
+    want = params.get(f"{EVAL_PROMPTS}.content_hash", "")
+    with tempfile.TemporaryDirectory(prefix="harness-eval-prompts-") as tmp:
+        local = tracker.download_folder(policy.run_id, EVAL_PROMPTS, Path(tmp))
+        files = sorted(local.glob("*.jsonl")) if local is not None else []
+        if files:
+            from evals.eval_prompts import load_eval_prompts
+
+            if want and not files[0].name.startswith(want[:24]):  # snapshots are named by their content hash
+                raise HarnessInputError(f"run {policy.run_id}: its {EVAL_PROMPTS} artifact ({files[0].name}) is not "
+                                        f"the prompt set it recorded ({EVAL_PROMPTS}.content_hash {want[:24]}...)")
+            items = list(load_eval_prompts(str(files[0]), n=None, seed=config.seed).items)
+            builtin = params.get(f"{EVAL_PROMPTS}.source", "").startswith("builtin")
+        else:
+            items = make_prompts(config.eval.n_prompts, config.seed, split="eval")
+            builtin = True
+    if n is None or n == len(items):
+        return items
+    if n < len(items):
+        return items[:n]
+    if builtin:
+        return make_prompts(n, config.seed, split="eval")
+    raise HarnessInputError(f"--n-prompts {n}: run {policy.run_id} was measured on {len(items)} prompts of its own "
+                            "set; compare on at most that many")
+
+
+def paired_winrate(prompts: list, baseline: list, candidate: list, eval_config, *, seed: int,
+                   cache_dir: Path | None) -> tuple[dict[str, Any], list[float]]:
+    """Candidate's answers judged against the baseline's on the same prompts (VerifiablePrompt objects,
+    which the rule judge needs): both orders, the baseline in the reference's seat, the statistics of
+    evals.winrate_stats. `winrate/*` keys: the candidate's win rate over the baseline."""
+    from evals.judges import JudgeItem
+    from evals.pairwise import winrate_eval
+
+    items = [JudgeItem(p.text, b.text, c.text, p) for p, b, c in zip(prompts, baseline, candidate)]
+    return winrate_eval(items, eval_config.judge, n_bootstrap=eval_config.n_bootstrap, seed=seed, cache_dir=cache_dir,
+                        verbosity_gap_pct=eval_config.verbosity_gap_pct,
+                        hit_limit=([b.hit_limit for b in baseline], [c.hit_limit for c in candidate]),
+                        max_truncated_pct=eval_config.max_truncated_pct)
+
+
+# ---------------------------------------------------------------------------------- the comparison
+
+
+HEADLINE = ("winrate/win_rate_pct", "winrate/lc_win_rate_pct", "winrate/style_controlled_pct")
+
+
+@dataclass
+class ComparisonResult:
+    run_a: str
+    run_b: str
+    cell_a: str
+    cell_b: str
+    n_prompts: int
+    judge: str
+    metrics: dict[str, Any]  # winrate/*: A's win rate over B, with _stderr, _ci_low, _ci_high; *_missing_reason
+    verdicts: list[float]  # per prompt: 1 = B wins, 2 = A wins, 1.5 tie (after the position swap)
+    samples: list[dict] = field(default_factory=list)  # prompt, a, b, verdict
+    answers: dict[str, dict] = field(default_factory=dict)  # per side: fingerprint, source (cache/generated)
+
+    def renamed(self, prefix: str) -> dict[str, Any]:
+        """The metrics under another eval name, e.g. `winrate_vs_champion/lc_win_rate_pct`."""
+        return {f"{prefix}/{k.split('/', 1)[1]}": v for k, v in self.metrics.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_a": self.run_a, "run_b": self.run_b, "cell_a": self.cell_a, "cell_b": self.cell_b,
+                "n": self.n_prompts, "judge": self.judge,
+                "reading": "winrate/* is RUN_A's win rate over RUN_B on the same prompts (ties count half; 50 = "
+                           "no difference); _ci_low/_ci_high: 95% interval",
+                "metrics": self.metrics, "answers": self.answers, "samples": self.samples}
+
+
+def compare_runs(tracker, run_a: str, run_b: str, *, n_prompts: int | None = None, prompts: list | None = None,
+                 base=None, workdir: Path | None = None) -> ComparisonResult:
+    """Run A's answers judged against run B's on A's held-out eval prompts (module docstring), or on
+    `prompts` (objects with `.text`, e.g. a pipeline's EvalContext.prompts). Raises EvidenceError (an
+    input error: exit 2) for a run that did not finish or whose evidence moved."""
+    with tempfile.TemporaryDirectory(prefix="harness-compare-") as tmp:
+        root = Path(workdir or tmp)
+        a = recorded_policy(tracker, run_a, root / "a")
+        b = a if run_b == run_a else recorded_policy(tracker, run_b, root / "b")
+        e = a.config.eval
+        if prompts is None:
+            prompts = recorded_eval_prompts(tracker, a, n_prompts)
+        n = len(prompts)
+        texts = [p.text for p in prompts]
+        answers_a = recorded_answers(a, texts, max_new_tokens=e.max_new_tokens, base=base)
+        answers_b = answers_a if b is a else recorded_answers(b, texts, max_new_tokens=e.max_new_tokens, base=base)
+    summary, verdicts = paired_winrate(prompts, answers_b.completions, answers_a.completions, e, seed=a.config.seed,
+                                       cache_dir=a.config.resolved_cache_dir)
+    judge = e.judge if isinstance(e.judge, str) else getattr(e.judge, "name", str(e.judge))
+    samples = [{"prompt": p.text, "a": ca.text, "b": cb.text, "verdict": v}
+               for p, ca, cb, v in zip(prompts, answers_a.completions, answers_b.completions, verdicts)]
+    return ComparisonResult(run_a, run_b, a.cell, b.cell, n, judge, summary, verdicts, samples,
+                            {"a": {"fingerprint": answers_a.fingerprint, "source": answers_a.source},
+                             "b": {"fingerprint": answers_b.fingerprint, "source": answers_b.source}})

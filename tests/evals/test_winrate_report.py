@@ -1,0 +1,45 @@
+"""The cell report shows raw, LC and style-controlled win rates side by side, says which one a gate
+rule read, and why a controlled one is missing (the reason as evals.winrate_stats gave it)."""
+from __future__ import annotations
+
+import numpy as np
+
+from evals.pairwise import winrate_statistics
+from reports.experiment import render_html, winrate_rows
+
+
+def _result(metrics: dict, checks: list[dict]) -> dict:
+    return {"experiment": "x", "cell": "dpo-b0.1-s0", "verdict": "BLOCK", "metrics": metrics, "checks": checks}
+
+
+def test_lc_not_identified_is_shown_with_its_reason_next_to_raw_and_style():
+    rng = np.random.default_rng(0)
+    reference = np.round(np.exp(rng.normal(6, 0.5, 24)))
+    policy = reference + rng.integers(5, 400, 24)  # always longer: LC and style are not identified
+    stats = winrate_statistics(rng.choice([1.0, 2.0], 24), reference, policy)
+    metrics = stats.summary_with_reasons() | {"winrate/lengths_censored": 1.0}
+    checks = [{"name": "lc_floor", "metric": "winrate/lc_win_rate_pct", "passed": False, "required": True,
+               "reason": "metric 'winrate/lc_win_rate_pct' is missing"}]
+    rows = {row["key"]: row for row in winrate_rows(_result(metrics, checks))["rows"]}
+    assert not rows["winrate/win_rate_pct"]["missing"] and rows["winrate/lc_win_rate_pct"]["missing"]
+    assert rows["winrate/lc_win_rate_pct"]["gated"] and not rows["winrate/win_rate_pct"]["gated"]
+    assert "extrapolation" in rows["winrate/lc_win_rate_pct"]["reason"].text
+    html = render_html(_result(metrics, checks))
+    assert 'id="winrates-table"' in html and 'id="winrate-style_controlled_pct"' in html
+    assert "read by a rule" in html and "positive on 24, negative on 0" in html
+    assert 'id="winrates-censored"' in html
+
+
+def test_identified_rates_show_their_intervals_and_an_old_run_without_reasons_still_renders():
+    rng = np.random.default_rng(1)
+    reference = np.round(np.exp(rng.normal(6, 0.5, 40)))
+    policy = np.round(reference * np.exp(rng.normal(0, 0.4, 40)))
+    summary = winrate_statistics(rng.choice([1.0, 1.5, 2.0], 40), reference, policy).summary
+    rows = winrate_rows(_result(summary, []))
+    assert rows["gate_reads_none"] and all(not row["missing"] for row in rows["rows"])
+    lc = rows["rows"][1]
+    assert float(lc["lo"].text) < float(lc["value"].text) < float(lc["hi"].text)
+    # read back from MLflow: no reason strings, only the flag
+    old = {"winrate/win_rate_pct": 60.0, "winrate/lc_identified": 0.0}
+    assert "lc_identified = 0" in winrate_rows(_result(old, []))["rows"][1]["reason"].text
+    assert winrate_rows(_result({}, [])) is None

@@ -1,0 +1,200 @@
+"""What ships is an MLflow Model: after promotion, MLflow's own API (`mlflow.pyfunc.load_model` on
+`models:/NAME@champion`, tracking URI = the test's SQLite store) loads the champion and answers, with
+the adapter really applied (its answer is the rebuilt checkpoint's, not the base model's), for a
+single adapter and for an iterative round's adapter stack, offline, in this process and in a fresh one."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.config import RegistryConfig
+from harness.promotion import (
+    EVIDENCE,
+    SERVED_MODEL,
+    EvidenceError,
+    files_under,
+    load_recorded,
+    log_served_model,
+    promote_run,
+    record_decision,
+    record_evidence,
+    regate,
+)
+from harness.tracking import Tracker
+from tests.harness.fake_cells import base_config, lc_metrics
+
+MODEL = "served-model"
+REGISTRY = RegistryConfig(model_name=MODEL)
+
+
+def _adapter(base_model, tokenizer, folder: Path, seed: int) -> Path:
+    """A LoRA adapter on the tiny model whose B matrices are nonzero (PEFT initialises B to zero, which
+    would make the adapter a no-op and the test unable to tell base from checkpoint)."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    peft_model = get_peft_model(copy.deepcopy(base_model), lora)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 2.0)
+    peft_model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _record(tracker, config, folder: Path, cell: str) -> str:
+    """A FINISHED run as the pipeline leaves it (harness.experiment), with `folder` as its checkpoint."""
+    from harness.experiment import redacted_config, reference_baseline
+    from harness.tracking import flatten
+
+    metrics = lc_metrics(70.0, 1.0)
+    tracker.start_run(cell, tags={"harness.cell": cell, "harness.status": "running"})
+    tracker.log_params(flatten(config.model_dump(mode="json")))
+    tracker.log_metrics(metrics)
+    tracker.log_metrics({f"reference/{k}": v for k, v in reference_baseline(metrics, {}).items()})
+    tracker.log_json(redacted_config(config), "config.json")
+    tracker.log_json({}, "eval_errors.json")
+    (folder / "harness_config.json").write_text(json.dumps(redacted_config(config)))
+    tracker.log_artifact(folder, "checkpoint")
+    record_decision(tracker, regate(load_recorded(tracker, tracker.run_id), None))
+    record_evidence(tracker, files_under(folder))
+    tracker.end_run("FINISHED")
+    return tracker.run_id
+
+
+def _promote(tracker, run_id):
+    tracker.attach(run_id)
+    recorded = load_recorded(tracker, run_id)
+    return promote_run(tracker, REGISTRY, lambda champ: regate(recorded, champ), cell=recorded.cell)
+
+
+def _greedy(model, tokenizer, prompts, max_new_tokens):
+    from evals.generation import DecodingSettings, generate
+
+    return [c.text for c in generate(model, tokenizer, prompts, DecodingSettings(max_new_tokens=max_new_tokens),
+                                     model_fingerprint="test")]
+
+
+@pytest.fixture
+def setup(tmp_path, model_cache):
+    from harness.models import load_model
+
+    base = load_model("embedded:tiny", model_cache)
+    config = base_config(tmp_path / "runs", model_name=MODEL, cache_dir=str(model_cache))
+    return Tracker(tmp_path / "runs", "served"), config, base
+
+
+def test_the_champion_loads_and_answers_through_mlflows_own_api(setup, tmp_path, model_cache):
+    import mlflow
+
+    from harness.models import load_checkpoint, load_model
+
+    tracker, config, base = setup
+    folder = _adapter(base.model, base.tokenizer, tmp_path / "adapter", seed=1)
+    run_id = _record(tracker, config, folder, "served-cell")
+    outcome = _promote(tracker, run_id)
+    assert outcome.version == "1"
+
+    mlflow.set_tracking_uri(tracker.tracking_uri)
+    mlflow.set_registry_uri(tracker.tracking_uri)
+    served = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    answers = served.predict(["Say hi"])
+    assert isinstance(answers, list) and len(answers) == 1 and isinstance(answers[0], str) and answers[0]
+
+    # the adapter is applied: the answer is the checkpoint's, and not the base model's
+    max_new = config.eval.max_new_tokens
+    rebuilt = load_checkpoint(folder, load_model("embedded:tiny", model_cache).model)
+    assert answers == _greedy(rebuilt, base.tokenizer, ["Say hi"], max_new)
+    assert answers != _greedy(base.model, base.tokenizer, ["Say hi"], max_new)
+    # a DataFrame and the max_new_tokens param, as `mlflow models serve` passes them
+    import pandas as pd
+
+    two = served.predict(pd.DataFrame({"prompt": ["Say hi", "Name a colour"]}), params={"max_new_tokens": 4})
+    assert len(two) == 2 and two[0] == _greedy(rebuilt, base.tokenizer, ["Say hi"], 4)[0]
+
+    # the version is the MLflow Model, whose checkpoint is byte for byte the one the evidence hashed
+    mv = tracker.client.get_model_version(MODEL, "1")
+    assert mv.source.endswith(f"/{SERVED_MODEL}") and mv.tags["harness.model_format"] == "mlflow-pyfunc"
+    recorded = tracker.client.get_run(run_id).data.params[EVIDENCE + "checkpoint_sha256"]
+    assert mv.tags["harness.checkpoint_sha256"] == recorded
+    local = Path(tracker.client.download_artifacts(run_id, SERVED_MODEL, str(tmp_path / "dl")))
+    from harness.promotion import tree_sha256
+
+    assert (local / "MLmodel").is_file() and not list(local.rglob("*.pkl"))  # models from code: no pickle
+    assert tree_sha256(files_under(local / "artifacts" / "checkpoint")) == recorded
+    assert tree_sha256(files_under(local)) == mv.tags["harness.served_model_sha256"]
+
+
+def test_an_iterative_rounds_adapter_stack_is_served_whole(setup, tmp_path, model_cache):
+    """Round 2's checkpoint carries round 1's adapter (base_adapters/round-1 + adapter_stack.json): the
+    served model merges it first, as harness.models.load_checkpoint does; PEFT alone would drop it."""
+    import copy
+    import shutil
+
+    import mlflow
+
+    from harness.models import load_checkpoint, write_adapter_stack
+
+    tracker, config, base = setup
+    round1 = _adapter(base.model, base.tokenizer, tmp_path / "round1", seed=1)
+    merged = load_checkpoint(round1, copy.deepcopy(base.model)).merge_and_unload()
+    round2 = _adapter(merged, base.tokenizer, tmp_path / "round2", seed=2)
+    shutil.copytree(round1, round2 / "base_adapters" / "round-1")
+    write_adapter_stack(round2, "embedded:tiny", [round1])
+    run_id = _record(tracker, config, round2, "round-2")
+    assert _promote(tracker, run_id).version == "1"
+
+    mlflow.set_tracking_uri(tracker.tracking_uri)
+    answers = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(["Say hi", "Count to three"])
+    max_new = config.eval.max_new_tokens
+    stacked = load_checkpoint(round2, copy.deepcopy(base.model))
+    assert answers == _greedy(stacked, base.tokenizer, ["Say hi", "Count to three"], max_new)
+    from peft import PeftModel
+
+    last_only = PeftModel.from_pretrained(copy.deepcopy(base.model), str(round2))
+    assert answers != _greedy(last_only, base.tokenizer, ["Say hi", "Count to three"], max_new)
+
+
+def test_a_checkpoint_changed_after_the_run_is_not_packaged(setup, tmp_path):
+    tracker, config, base = setup
+    folder = _adapter(base.model, base.tokenizer, tmp_path / "adapter", seed=3)
+    run_id = _record(tracker, config, folder, "edited")
+    tracker.attach(run_id)
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    (edited / "adapter_config.json").write_text("{}")
+    tracker.log_artifact(edited / "adapter_config.json", "checkpoint")  # overwrites one stored file
+    with pytest.raises(EvidenceError, match="does not match the recorded hash"):
+        log_served_model(tracker)
+    assert SERVED_MODEL not in tracker.artifact_names(run_id)
+    outcome = _promote(tracker, run_id)  # and promotion refuses it before packaging anything
+    assert outcome.version is None and tracker.registry_snapshot(MODEL) == {}
+
+
+def test_a_fresh_process_loads_the_champion_offline(setup, tmp_path, model_cache):
+    """Nothing of this test's process helps: a new interpreter with only MLflow's API, the tracking URI
+    from the environment, no network (HF offline), the base model rebuilt from the cache it is pointed at."""
+    tracker, config, base = setup
+    folder = _adapter(base.model, base.tokenizer, tmp_path / "adapter", seed=4)
+    assert _promote(tracker, _record(tracker, config, folder, "fresh")).version == "1"
+    expected = _greedy(__import__("harness.models", fromlist=["load_checkpoint"]).load_checkpoint(
+        folder, __import__("harness.models", fromlist=["load_model"]).load_model("embedded:tiny", model_cache).model),
+        base.tokenizer, ["Say hi"], config.eval.max_new_tokens)
+    code = ("import json, mlflow; m = mlflow.pyfunc.load_model('models:/%s@champion', "
+            "model_config={'cache_dir': %r}); print(json.dumps(m.predict(['Say hi'])))" % (MODEL, str(model_cache)))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracker.tracking_uri, "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    with tempfile.TemporaryDirectory() as cwd:  # not the repository: harness must come from the install
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd,
+                              timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == expected
