@@ -73,17 +73,37 @@ def arith_items(n: int = 120, seed: int = 0) -> list[dict]:
 
 # --------------------------------------------------------------------------- facts_mc
 
-# (category, question, answer). Distractors for an item are other answers of the same category.
+# (category, question, answer). Distractors for an item are other answers of the same category. 123 items:
+# enough for a 10-point non-inferiority margin to be shown at a sweep's Bonferroni level (42 were not:
+# with no answer changed, the one-sided 98.75% bound of the paired drop was 0.127).
 CAPITALS = [
     ("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"),
     ("Japan", "Tokyo"), ("Canada", "Ottawa"), ("Australia", "Canberra"), ("Egypt", "Cairo"),
     ("Brazil", "Brasília"), ("Kenya", "Nairobi"), ("Norway", "Oslo"), ("Peru", "Lima"),
     ("India", "New Delhi"), ("Poland", "Warsaw"),
+    ("Argentina", "Buenos Aires"), ("Austria", "Vienna"), ("Belgium", "Brussels"), ("Chile", "Santiago"),
+    ("China", "Beijing"), ("Colombia", "Bogotá"), ("Cuba", "Havana"), ("Denmark", "Copenhagen"),
+    ("Finland", "Helsinki"), ("Greece", "Athens"), ("Hungary", "Budapest"), ("Iceland", "Reykjavik"),
+    ("Indonesia", "Jakarta"), ("Iran", "Tehran"), ("Iraq", "Baghdad"), ("Ireland", "Dublin"),
+    ("Jamaica", "Kingston"), ("Mexico", "Mexico City"), ("Morocco", "Rabat"), ("Nepal", "Kathmandu"),
+    ("the Netherlands", "Amsterdam"), ("New Zealand", "Wellington"), ("Nigeria", "Abuja"),
+    ("Pakistan", "Islamabad"), ("the Philippines", "Manila"), ("Portugal", "Lisbon"), ("Russia", "Moscow"),
+    ("Saudi Arabia", "Riyadh"), ("South Korea", "Seoul"), ("Sweden", "Stockholm"), ("Switzerland", "Bern"),
+    ("Thailand", "Bangkok"), ("Turkey", "Ankara"), ("Ukraine", "Kyiv"), ("the United Kingdom", "London"),
+    ("Vietnam", "Hanoi"), ("Venezuela", "Caracas"), ("Ethiopia", "Addis Ababa"), ("Ghana", "Accra"),
+    ("the Czech Republic", "Prague"), ("Romania", "Bucharest"), ("Bulgaria", "Sofia"), ("Croatia", "Zagreb"),
+    ("Serbia", "Belgrade"), ("Uruguay", "Montevideo"), ("Ecuador", "Quito"),
 ]
 ELEMENT_SYMBOLS = [
     ("gold", "Au"), ("silver", "Ag"), ("iron", "Fe"), ("sodium", "Na"), ("potassium", "K"),
     ("oxygen", "O"), ("hydrogen", "H"), ("carbon", "C"), ("lead", "Pb"), ("copper", "Cu"),
     ("helium", "He"), ("mercury", "Hg"),
+    ("nitrogen", "N"), ("calcium", "Ca"), ("magnesium", "Mg"), ("zinc", "Zn"), ("tin", "Sn"),
+    ("aluminium", "Al"), ("chlorine", "Cl"), ("fluorine", "F"), ("neon", "Ne"), ("argon", "Ar"),
+    ("sulfur", "S"), ("phosphorus", "P"), ("silicon", "Si"), ("nickel", "Ni"), ("platinum", "Pt"),
+    ("uranium", "U"), ("lithium", "Li"), ("iodine", "I"), ("tungsten", "W"), ("cobalt", "Co"),
+    ("chromium", "Cr"), ("manganese", "Mn"), ("titanium", "Ti"), ("bromine", "Br"), ("barium", "Ba"),
+    ("radon", "Rn"), ("boron", "B"), ("beryllium", "Be"),
 ]
 PLANETS = [
     ("Which planet is closest to the Sun?", "Mercury"),
@@ -98,7 +118,9 @@ PLANETS = [
 SI_UNITS = [
     ("force", "newton"), ("energy", "joule"), ("power", "watt"), ("pressure", "pascal"),
     ("electric current", "ampere"), ("frequency", "hertz"), ("electrical resistance", "ohm"),
-    ("thermodynamic temperature", "kelvin"),
+    ("thermodynamic temperature", "kelvin"), ("length", "metre"), ("mass", "kilogram"), ("time", "second"),
+    ("amount of substance", "mole"), ("luminous intensity", "candela"), ("electric charge", "coulomb"),
+    ("electric potential difference", "volt"),
 ]
 
 
