@@ -15,6 +15,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+def greedy_answers(config, model, tokenizer, prompt_texts: list[str], fingerprint: str, label: str) -> list:
+    """Greedy answers at `eval.max_new_tokens`, cached on disk by content: what the win rate and length
+    compare, for the reference, the policy and (iterating) the starting model alike."""
+    from evals.generation import DecodingSettings, generate
+
+    e = config.eval
+    settings = DecodingSettings(max_new_tokens=e.max_new_tokens, temperature=0.0, seed=config.seed)
+    return generate(model, tokenizer, prompt_texts, settings, model_fingerprint=fingerprint,
+                    cache_dir=config.resolved_cache_dir, batch_size=e.batch_size, label=label)
+
+
 @dataclass
 class EvalOutput:
     """An eval's result: its metrics (`<eval>/<metric>` floats), and what else the run needs from it."""
@@ -77,9 +88,5 @@ class EvalContext:
     @functools.cached_property
     def start_out(self) -> list:
         """The starting model's greedy answers to the eval prompts (cached by content on disk too)."""
-        from evals.generation import DecodingSettings, generate
-
-        e = self.eval
-        greedy = DecodingSettings(max_new_tokens=e.max_new_tokens, temperature=0.0, seed=self.config.seed)
-        return generate(self.start, self.tokenizer, self.prompt_texts, greedy, model_fingerprint=self.start_fingerprint,
-                        cache_dir=self.cache_dir, batch_size=e.batch_size, label="starting model")
+        return greedy_answers(self.config, self.start, self.tokenizer, self.prompt_texts, self.start_fingerprint,
+                              "starting model")

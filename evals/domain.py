@@ -71,7 +71,7 @@ import yaml
 from evals.context import EvalContext, EvalOutput
 from evals.domain_data import write_atomic, write_task_data
 from evals.metrics import METRICS, register_metric
-from evals.paired_accuracy import mcnemar_paired, paired_summary  # noqa: F401  (re-exported)
+from evals.paired_accuracy import paired_summary
 from evals.registry import register_eval
 from harness.atomic_io import read_json, write_json_atomic
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from rich.console import Console
 
 from evals.catalog import known_metrics
-from evals.context import EvalContext
+from evals.context import EvalContext, greedy_answers
 from evals.eval_prompts import prepare_eval_prompts
 from evals.registry import EvalsOutcome, run_evals
 from harness.config import ExperimentConfig
@@ -172,13 +172,14 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks,
     from evals.judge_calibration import cell_judge_calibration
 
     prompts = list(prompt_set.items)
+    texts = [p.text for p in prompts]
     _stage("reference generations (cached by content, shared by every cell on this reference)")
-    reference_out = _greedy(config, loaded.model, loaded.tokenizer, prompts, loaded.fingerprint, "reference")
+    reference_out = greedy_answers(config, loaded.model, loaded.tokenizer, texts, loaded.fingerprint, "reference")
     trained, policy_fp = _train(config, loaded, data, tracker, cell_dir)
     _stage("policy generations")
     ctx = EvalContext(config=config, tokenizer=loaded.tokenizer, policy=trained.model, policy_fingerprint=policy_fp,
                       reference_fingerprint=loaded.fingerprint, prompts=prompts, reference_out=reference_out,
-                      policy_out=_greedy(config, trained.model, loaded.tokenizer, prompts, policy_fp, "policy"),
+                      policy_out=greedy_answers(config, trained.model, loaded.tokenizer, texts, policy_fp, "policy"),
                       baseline_out=prompt_set.baseline_answers(),
                       cache_dir=config.resolved_cache_dir, train=data.train, heldout=data.heldout,
                       start=start.model if start is not None else None,
@@ -211,15 +212,6 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks,
                             decision=decision, report=report, errors=outcome.errors, champion_version=None,
                             policy_fingerprint=policy_fp, adapter_dir=trained.adapter_dir, policy=trained.model,
                             pending_promotion=(decide, seen, stack_tags))
-
-
-def _greedy(config, model, tokenizer, prompts, fingerprint: str, label: str) -> list:
-    from evals.generation import DecodingSettings, generate
-
-    e = config.eval
-    settings = DecodingSettings(max_new_tokens=e.max_new_tokens, temperature=0.0, seed=config.seed)
-    return generate(model, tokenizer, [p.text for p in prompts], settings, model_fingerprint=fingerprint,
-                    cache_dir=config.resolved_cache_dir, batch_size=e.batch_size, label=label)
 
 
 def _train(config, loaded, data, tracker, cell_dir):

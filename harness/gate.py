@@ -130,8 +130,8 @@ def check_rule(rule: GateRule, summary: Mapping[str, float], baselines: Mapping[
         return CheckResult(**base, passed=False, reason=f"eval '{crashed}' failed: {errors[crashed]}")
     value = summary.get(rule.metric)
     if value is None:  # the declaration may say what absence means (e.g. an uncalibrated judge) and how to fix it
-        why = f": {summary_reason(rule.metric, summary) or spec.missing_reason}" if (
-            summary_reason(rule.metric, summary) or spec.missing_reason) else ""
+        reason = summary_reason(rule.metric, summary) or spec.missing_reason
+        why = f": {reason}" if reason else ""
         return CheckResult(**base, passed=False, reason=f"metric {rule.metric!r} is missing{why}")
     if not _finite(value):
         return CheckResult(**base, value=value, passed=False, reason=f"{rule.metric} is {value} (not a finite number)")

@@ -2,7 +2,7 @@
 
 For the configured rules and eval sizes, simulate cells whose truth is known (no change, equal
 quality, better by a named effect, regressed by a named effect), measure each one through the same
-statistics the runs use (`evals.pairwise.winrate_statistics`, `evals.domain.paired_summary`) and
+statistics the runs use (`evals.pairwise.winrate_statistics`, `evals.paired_accuracy.paired_summary`) and
 decide it with the same `gate()`. What comes out is what a reader needs before trusting a verdict:
 how often a cell that is not better would ship (the false-promote rate, to compare with the stated
 level), how often a real improvement ships (power), how often a real regression is blocked, and the
@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from evals.catalog import known_metrics
-from evals.domain import eval_name, paired_summary
+from evals.domain import eval_name
+from evals.paired_accuracy import paired_summary
 from harness.config import ExperimentConfig, GateRule
 from harness.gate import PROMOTE, effective_rules, gate, rule_confidence
 

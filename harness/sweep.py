@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.config import ExperimentConfig, format_loc, parse_overrides, read_yaml_mapping, set_dotted, validate_config
 from harness.errors import ConfigError, HarnessInputError
-from harness.pareto import KL, LC, finite_number, pareto_front  # noqa: F401  (summary.csv's front)
+from harness.pareto import KL, LC, finite_number, pareto_front
 
 SELECT_CONFIDENCE = 0.95  # one-sided level of the bound `select: {statistic: bound}` ranks cells by
 

@@ -18,7 +18,7 @@ from harness.atomic_io import read_json, write_json_atomic
 from harness.config import ExperimentConfig
 from harness.data.checks import check_rows
 from harness.data.feedback import feedback_pairs, select_feedback
-from harness.data.rounds import best_vs_worst, pool_prompts, rank_by_judge  # noqa: F401  (re-exported)
+from harness.data.rounds import best_vs_worst, pool_prompts, rank_by_judge
 from harness.data.rows import ParsedRow, RowError, normalise_prompt, prompt_of_row, read_rows
 from harness.data.verifiable import VerifiablePrompt, make_prompts, template_answer
 from harness.errors import DataError

@@ -14,12 +14,12 @@ from evals.domain import (
     TASKS_DIR,
     _summary,
     eval_name,
-    mcnemar_paired,
     prepare_tasks,
     resolve_task,
     run_domain_evals,
 )
 from evals.metrics import METRICS
+from evals.paired_accuracy import mcnemar_paired
 from evals.tasks.format_checks import CHECKS, check_format, process_results
 
 MODEL_CACHE = Path("/tmp/harness-test-cache")

@@ -42,8 +42,9 @@ def test_ifeval_local_needs_a_data_file_in_the_config():
 @pytest.mark.skipif(not IFEVAL_DATA.is_file(), reason=f"validation data not present: {IFEVAL_DATA} "
                     "(the shared validation folder beside the repository)")
 def test_lm_eval_ifeval_runs_offline_over_the_local_file(tiny, tmp_path):
-    from evals.domain import mcnemar_paired, run_domain_evals
+    from evals.domain import run_domain_evals
     from evals.ifeval_offline import IFEVAL_EVAL, add_acc_alias, prepare_ifeval_task
+    from evals.paired_accuracy import mcnemar_paired
 
     overlay_dir = prepare_ifeval_task(tmp_path, IFEVAL_DATA, max_gen_toks=16)
     text = (overlay_dir / "ifeval_local.yaml").read_text()

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from evals.catalog import known_metrics
-from evals.domain import paired_summary
 from evals.kl import KLEstimate
+from evals.paired_accuracy import paired_summary
 from harness.config import GateRule, load_config
 from harness.gate import confidence_limit, gate
 from harness.gate_plan import Scenario, Sizes, plan_gate, simulate_cell

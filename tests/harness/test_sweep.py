@@ -10,7 +10,8 @@ import time
 import pytest
 
 from harness.errors import ConfigError
-from harness.sweep import CellOutcome, load_sweep, pareto_front, run_sweep, summary_frame
+from harness.pareto import pareto_front
+from harness.sweep import CellOutcome, load_sweep, run_sweep, summary_frame
 from tests.conftest import REPO
 
 SWEEP = REPO / "experiments" / "tiny_sweep.yaml"
