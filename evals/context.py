@@ -57,6 +57,13 @@ class EvalContext:
     start_fingerprint: str = ""
     # the judge's stored calibration: () -> (metrics, info); the pipeline binds it to the tracker
     calibration: Callable[[], tuple[dict, dict]] | None = None
+    # eval.sequential: per metric, the gate rules it must decide (evals.sequential.SequentialRule), at each
+    # rule's own level; the pipeline fills it from the gate's rules (harness.gate.sequential_targets)
+    sequential_targets: dict[str, list] = field(default_factory=dict)
+    # the registered champion, (version, run_id), when there is one (evals.vs_champion judges against it),
+    # and () -> its greedy answers to `prompts`: the pipeline binds it (harness.compare.champion_answers)
+    champion: tuple[str, str] | None = None
+    champion_answers: Callable[[], list] | None = None
 
     @property
     def eval(self):
@@ -84,6 +91,13 @@ class EvalContext:
                            cache_dir=self.cache_dir, batch_size=e.batch_size, label="KL samples")
         ids = [s.token_ids for s in samples]
         return prompts, ids, batch_completion_logprobs(self.policy, self.tokenizer, prompts, ids, e.batch_size)
+
+    @functools.cached_property
+    def champion_out(self) -> list:
+        """The champion's greedy answers to the eval prompts, computed on first use (only when an eval asks)."""
+        if self.champion_answers is None:
+            raise ValueError("no champion answers: the context has no champion")
+        return self.champion_answers()
 
     @functools.cached_property
     def start_out(self) -> list:

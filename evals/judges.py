@@ -475,6 +475,16 @@ def position_swap(judge: Judge, items: list[JudgeItem]) -> PositionSwap:
     return PositionSwap(verdicts, forward, swapped, flips / max(n, 1), first)
 
 
+def concat_swaps(parts: list[PositionSwap]) -> PositionSwap:
+    """Batches judged one after another (a sequential eval) as if judged in one go."""
+    forward = [v for p in parts for v in p.forward]
+    swapped = [v for p in parts for v in p.swapped]
+    decisive = [v for v in forward + [3.0 - s for s in swapped] if v != 1.5]
+    first = sum(v < 1.5 for v in decisive) / len(decisive) if decisive else float("nan")
+    flips = sum(f != s for f, s in zip(forward, swapped))
+    return PositionSwap([v for p in parts for v in p.verdicts], forward, swapped, flips / max(len(forward), 1), first)
+
+
 def position_swapped_verdicts(judge: Judge, items: list[JudgeItem]) -> tuple[list[float], float]:
     """Judge both orders; a verdict that flips with the order becomes a tie. Returns (verdicts, flip rate)."""
     result = position_swap(judge, items)

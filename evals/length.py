@@ -13,7 +13,7 @@ import math
 import statistics
 
 from evals.context import EvalContext
-from evals.metrics import register_metric
+from evals.metrics import register_metric, sample_skewness
 from evals.registry import register_eval
 
 # Above this share of cut answers on either side, length ratios are not reported. A module constant
@@ -70,6 +70,18 @@ def ratio_of_means(policy: list[float], reference: list[float]) -> tuple[float, 
     return ratio, statistics.stdev(influence) / math.sqrt(n)
 
 
+def ratio_influence_skewness(policy: list[float], reference: list[float]) -> float:
+    """Skewness of the ratio's per-prompt influence values: lengths are right-skewed, and the normal
+    bound of a skewed mean under-covers on the long side (87-93% at a nominal 95% at 12-32 prompts,
+    docs/gate_validity.md); harness.gate widens the bound by it (skew_aware_limit)."""
+    ref_mean = statistics.fmean(reference) if reference else 0.0
+    if not ref_mean:
+        return float("nan")
+    ratio = statistics.fmean(policy) / ref_mean
+    influence = [(p - ratio * q) / ref_mean for p, q in zip(policy, reference)]
+    return sample_skewness(influence, statistics.fmean(influence))
+
+
 def length_summary(policy_tokens: list[int], reference_tokens: list[int],
                    policy_chars: list[int], reference_chars: list[int], *,
                    policy_hit_limit: list[bool] | None = None, reference_hit_limit: list[bool] | None = None,
@@ -86,6 +98,8 @@ def length_summary(policy_tokens: list[int], reference_tokens: list[int],
     for unit, pol, ref in (("tokens", policy_tokens, reference_tokens), ("chars", policy_chars, reference_chars)):
         ratio, stderr = ratio_of_means(pol, ref)
         out[f"length/ratio_{unit}"], out[f"length/ratio_{unit}_stderr"] = ratio, stderr
+        out[f"length/ratio_{unit}_skewness"] = ratio_influence_skewness(pol, ref)
+        out[f"length/ratio_{unit}_n"] = float(len(pol))
     if policy_hit_limit is None or reference_hit_limit is None:
         return out
     out["length/truncated_pct"] = truncated_pct(policy_hit_limit)
@@ -97,7 +111,7 @@ def length_summary(policy_tokens: list[int], reference_tokens: list[int],
                f"of the reference's answers hit max_new_tokens (more than {max_truncated_pct:g}%): lengths are "
                "censored; raise eval.max_new_tokens")
         for key in RATIO_KEYS:
-            del out[key], out[f"{key}_stderr"]
+            del out[key], out[f"{key}_stderr"], out[f"{key}_skewness"], out[f"{key}_n"]
             out[f"{key}_missing_reason"] = why
     return out
 

@@ -1,15 +1,18 @@
 """Metric declarations: every metric states its direction and unit where it is defined.
 
 The gate, MLflow and the report all read the same flat summary keyed `<eval>/<metric>`;
-uncertainty rides along under `<eval>/<metric>_stderr`, `_ci_low`, `_ci_high`.
+uncertainty rides along under `<eval>/<metric>_stderr`, `_ci_low`, `_ci_high`, `_skewness` (of the values
+averaged, for a skew-aware bound) and, for a sequentially judged metric, `_anytime_low/_high/_confidence`.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from harness.registry import Registry
 
-UNCERTAINTY_SUFFIXES = ("_stderr", "_ci_low", "_ci_high")
+UNCERTAINTY_SUFFIXES = ("_stderr", "_ci_low", "_ci_high", "_skewness", "_anytime_low", "_anytime_high",
+                        "_anytime_confidence")
 
 
 @dataclass(frozen=True)
@@ -47,3 +50,16 @@ def base_key(key: str) -> str:
         if key.endswith(suffix):
             return key[: -len(suffix)]
     return key
+
+
+def sample_skewness(values: list[float], mean: float) -> float:
+    """The adjusted Fisher-Pearson skewness G1 = g1 sqrt(n (n-1)) / (n-2) (scipy's skew(bias=False)); 0 when
+    every value is equal (no spread: nothing to correct), NaN below three values (the gate then fails closed)."""
+    n = len(values)
+    m2 = sum((v - mean) ** 2 for v in values) / n if n else 0.0
+    if m2 == 0:
+        return 0.0
+    if n < 3:
+        return float("nan")
+    m3 = sum((v - mean) ** 3 for v in values) / n
+    return m3 / m2 ** 1.5 * math.sqrt(n * (n - 1)) / (n - 2)

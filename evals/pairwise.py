@@ -7,11 +7,12 @@ output_1 is always the reference, output_2 the policy.
 from __future__ import annotations
 
 from evals.context import EvalContext, EvalOutput
-from evals.judges import JudgeItem, build_judge, position_swap
+from evals.judges import JudgeItem, PositionSwap, build_judge, concat_swaps, position_swap
 from evals.length import MAX_TRUNCATED_PCT, is_censored
 from evals.metrics import register_metric
 from evals.registry import register_eval
-from evals.winrate_stats import GAP, WinrateStatistics, winrate_statistics
+from evals.sequential import CONTINUE, sequence_metrics, tracked_metrics, win_scores
+from evals.winrate_stats import GAP, LC, RAW, STYLE, WinrateStatistics, winrate_statistics
 
 __all__ = ["winrate_eval", "winrate_statistics", "WinrateStatistics"]
 
@@ -26,12 +27,21 @@ register_metric("winrate/verbosity_alarm", higher_is_better=False, unit="flag",
                 description="1.0 when raw minus LC win rate exceeds eval.verbosity_gap_pct (verbosity bought the win), "
                             "else 0.0; missing when LC is not identified",
                 missing_reason="LC is not identified (see winrate/lc_identified), so the raw-minus-LC gap is unknown", neutral=0.0)
+register_metric("winrate/sequential_prompts_used", higher_is_better=None, unit="prompts",
+                description="eval.sequential: prompts judged before every win-rate rule was decided (or the budget)")
+register_metric("winrate/sequential_judge_calls", higher_is_better=None, unit="calls",
+                description="eval.sequential: judge verdicts asked for (both orders of every judged prompt)")
+register_metric("winrate/sequential_max_prompts", higher_is_better=None, unit="prompts",
+                description="eval.sequential: the judging budget")
+register_metric("winrate/sequential_stopped_early", higher_is_better=None, unit="flag",
+                description="eval.sequential: 1.0 when every win-rate rule was decided before the budget")
 
 
 def winrate_eval(items: list[JudgeItem], judge="rule", *, n_bootstrap: int, seed: int, cache_dir=None,
                  verbosity_gap_pct: float = 10.0,
                  hit_limit: tuple[list[bool], list[bool]] | None = None,
-                 max_truncated_pct: float = MAX_TRUNCATED_PCT) -> tuple[dict[str, float], list[float]]:
+                 max_truncated_pct: float = MAX_TRUNCATED_PCT,
+                 swap: PositionSwap | None = None) -> tuple[dict[str, float], list[float]]:
     """`judge`: a judge name, an `eval.judge` config or a judge object (see evals.judges.build_judge).
     A judge that fails raises (JudgeError): the eval fails, and the gate with it.
 
@@ -39,8 +49,9 @@ def winrate_eval(items: list[JudgeItem], judge="rule", *, n_bootstrap: int, seed
     `<metric>_missing_reason` string (harness.gate quotes it when a rule reads the missing metric).
     `hit_limit`: (reference, policy) flags of answers cut at max_new_tokens; `winrate/lengths_censored`
     records whether either side's share is above `max_truncated_pct` (the judge then saw
-    cut answers, and LC / style control corrected for the cut lengths, not the model's)."""
-    swap = position_swap(build_judge(judge, cache_dir=cache_dir), items)
+    cut answers, and LC / style control corrected for the cut lengths, not the model's).
+    `swap`: verdicts already judged (a sequential eval's batches), else the judge is asked here."""
+    swap = swap or position_swap(build_judge(judge, cache_dir=cache_dir), items)
     verdicts = swap.verdicts
     reference, policy = [i.output_1 for i in items], [i.output_2 for i in items]
     stats = winrate_statistics(verdicts, [len(t) for t in reference], [len(t) for t in policy],
@@ -57,17 +68,63 @@ def winrate_eval(items: list[JudgeItem], judge="rule", *, n_bootstrap: int, seed
     return summary, verdicts
 
 
-def judged_winrate(ctx: EvalContext, baseline_out: list) -> tuple[dict[str, float], list[float]]:
-    """The policy's greedy answers judged against `baseline_out` (the reference's, or the start's)."""
+def judged_winrate(ctx: EvalContext, baseline_out: list, n: int | None = None,
+                   swap: PositionSwap | None = None) -> tuple[dict[str, float], list[float]]:
+    """The policy's greedy answers judged against `baseline_out` (the reference's, or the start's): on the
+    first `n` prompts when given (a sequential eval's stop), with verdicts already judged when given."""
     e = ctx.eval
-    items = [JudgeItem(p.text, r.text, o.text, p) for p, r, o in zip(ctx.prompts, baseline_out, ctx.policy_out)]
+    n = len(ctx.prompts) if n is None else n
+    items = [JudgeItem(p.text, r.text, o.text, p) for p, r, o in zip(ctx.prompts, baseline_out, ctx.policy_out)][:n]
     return winrate_eval(items, e.judge, n_bootstrap=e.n_bootstrap, seed=ctx.config.seed, cache_dir=ctx.cache_dir,
                         verbosity_gap_pct=e.verbosity_gap_pct,
-                        hit_limit=([r.hit_limit for r in baseline_out], [o.hit_limit for o in ctx.policy_out]),
-                        max_truncated_pct=e.max_truncated_pct)
+                        hit_limit=([r.hit_limit for r in baseline_out[:n]], [o.hit_limit for o in ctx.policy_out[:n]]),
+                        max_truncated_pct=e.max_truncated_pct, swap=swap)
+
+
+# the raw win rate is the mean of bounded per-prompt win scores: a betting confidence sequence applies;
+# the regression read-outs (LC, style, the gap) get normal bounds at alpha spent across looks
+BETTING, BOUNDED = {RAW}, (RAW, LC, STYLE, GAP)
+
+
+def sequential_winrate(ctx: EvalContext, baseline_out: list) -> EvalOutput:
+    """eval.sequential: judge `batch_prompts` prompts at a time and stop once every gate rule on a `winrate/`
+    metric (ctx.sequential_targets) is decided by its anytime-valid bound, or at the budget. The usual
+    summary on the prompts judged, plus the anytime bounds the gate must read (evals.sequential)."""
+    e, seq = ctx.eval, ctx.eval.sequential
+    items = [JudgeItem(p.text, r.text, o.text, p) for p, r, o in zip(ctx.prompts, baseline_out, ctx.policy_out)]
+    budget = min(seq.max_prompts or len(items), len(items))
+    judge = build_judge(e.judge, cache_dir=ctx.cache_dir)
+    targets = {m: rules for m, rules in ctx.sequential_targets.items() if m.startswith("winrate/")}
+    sequences = tracked_metrics(targets, list(BOUNDED), BETTING, budget, seq.confidence, {RAW: 100.0})
+    parts: list[PositionSwap] = []
+    looks: list[int] = []
+    while not looks or looks[-1] < budget:
+        n = min((looks[-1] if looks else 0) + seq.batch_prompts, budget)
+        parts.append(position_swap(judge, items[looks[-1] if looks else 0:n]))
+        looks.append(n)
+        verdicts = [v for p in parts for v in p.verdicts]
+        stats = winrate_statistics(verdicts, [len(i.output_1) for i in items[:n]], [len(i.output_2) for i in items[:n]],
+                                   reference_texts=[i.output_1 for i in items[:n]],
+                                   policy_texts=[i.output_2 for i in items[:n]], n_bootstrap=0, seed=ctx.config.seed)
+        for s in sequences:
+            if s.method == "betting":
+                s.look_betting(win_scores(verdicts), looks)
+            else:
+                s.look_spending(n, stats.summary.get(s.metric), stats.summary.get(f"{s.metric}_stderr"))
+        deciding = [s for s in sequences if s.decides]
+        if deciding and all(s.status != CONTINUE for s in deciding):
+            break
+    n = looks[-1]
+    summary, verdicts = judged_winrate(ctx, baseline_out, n, swap=concat_swaps(parts))
+    summary |= sequence_metrics("winrate", sequences, n, budget, judge_calls=2 * n)
+    return EvalOutput(summary, extras={"verdicts": verdicts + [None] * (len(items) - n),
+                                       "sequential": {"winrate": [s.to_dict() for s in sequences]}})
 
 
 @register_eval("winrate", owns=("winrate/",))
 def winrate_vs_reference(ctx: EvalContext) -> EvalOutput:
-    summary, verdicts = judged_winrate(ctx, ctx.baseline_out or ctx.reference_out)
+    baseline = ctx.baseline_out or ctx.reference_out
+    if ctx.eval.sequential is not None:
+        return sequential_winrate(ctx, baseline)
+    summary, verdicts = judged_winrate(ctx, baseline)
     return EvalOutput(summary, extras={"verdicts": verdicts})

@@ -352,3 +352,124 @@ def paired_differences(policy: Sequence[float], baseline: Sequence[float]) -> np
     if p.shape != b.shape:
         raise ValueError(f"paired lists differ in length: {len(p)} vs {len(b)}")
     return p - b
+
+
+# ---------------------------------------------------------------------------------- an eval that stops early
+
+# Statistics that are not a mean of bounded per-item scores (the LC and style-controlled win rates are
+# regression read-outs) get no betting CS. Their anytime bounds spend the level across the looks
+# instead: look k uses alpha_k = alpha * (t_k^rho - t_{k-1}^rho), t = items / budget, and by the union
+# bound the chance that any look's bound misses is at most sum(alpha_k) = alpha, whatever the
+# dependence between looks (Lan and DeMets' alpha spending with the power family of Kim and DeMets;
+# rho = 3 is close to O'Brien-Fleming: early looks spend little, so only clear effects stop early and
+# the last look keeps most of the level).
+SPENDING_POWER = 3.0
+
+
+def spent_alpha(n_before: int, n: int, max_n: int, alpha: float, rho: float = SPENDING_POWER) -> float:
+    """The share of alpha a look at n items (the previous look at n_before) may use."""
+    t0, t1 = min(n_before, max_n) / max_n, min(n, max_n) / max_n
+    return alpha * (t1 ** rho - t0 ** rho)
+
+
+def _normal_quantile(p: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(p)
+
+
+@dataclass
+class MetricSequence:
+    """The anytime bounds of one metric across the looks, and the rule (if any) they decide.
+    `scale`: metric units per score unit (100 for a win rate in percent from win scores in [0, 1])."""
+
+    metric: str
+    rule: SequentialRule  # a rule no gate rule asked for has kind "min" at -inf: never decides
+    method: Literal["betting", "spending"]
+    max_n: int
+    decides: bool = True
+    scale: float = 1.0
+    looks: list[Look] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return self.looks[-1].status if self.looks else CONTINUE
+
+    def look_betting(self, scores: np.ndarray, looks: list[int]) -> None:
+        """The betting CS after `looks` (items seen at each look so far; scores in [0, 1]): its running
+        intersection, in metric units."""
+        b = bounds_at_looks(scores, self.rule.alpha, looks=looks, horizon=default_horizon(self.max_n))
+        self._look(looks[-1], float(b["low"][-1]) * self.scale, float(b["high"][-1]) * self.scale)
+
+    def look_spending(self, n: int, value: float | None, stderr: float | None) -> None:
+        """A normal bound at this look's spent alpha, intersected with the earlier looks' bounds; a look
+        without an estimate (e.g. LC not identified yet) keeps the earlier bounds and spends its share."""
+        n_before = self.looks[-1].n if self.looks else 0
+        low, high = (self.looks[-1].low, self.looks[-1].high) if self.looks else (-math.inf, math.inf)
+        alpha_k = spent_alpha(n_before, n, self.max_n, self.rule.alpha)
+        if value is not None and stderr is not None and math.isfinite(value) and math.isfinite(stderr) and alpha_k > 0:
+            z = _normal_quantile(1 - alpha_k)
+            low, high = max(low, float(value - z * stderr)), min(high, float(value + z * stderr))
+        self._look(n, low, high)
+
+    def _look(self, n: int, low: float, high: float) -> None:
+        status = self._status(low, high) if self.decides else CONTINUE
+        if self.decides and status == CONTINUE and n >= self.max_n:
+            status = FAIL  # not shown within the budget: fail-closed
+        self.looks.append(Look(n, low, high, status))
+
+    def _status(self, low: float, high: float) -> str:
+        threshold, pass_side, _ = self.rule.on_mean()
+        if self.rule.kind == "max_regression":
+            raise ValueError("spending rules take min/max thresholds on the metric itself")
+        shown_pass = low > threshold if pass_side == "low" else high < threshold
+        shown_fail = high <= threshold if pass_side == "low" else low >= threshold
+        return FAIL if shown_fail else PASS if shown_pass else CONTINUE
+
+    def metrics(self) -> dict[str, float]:
+        """`<metric>_anytime_low/_high` and `<metric>_anytime_confidence` (what harness.gate reads)."""
+        if not self.looks:
+            return {}
+        last = self.looks[-1]
+        out = {f"{self.metric}_anytime_confidence": self.rule.confidence}
+        if math.isfinite(last.low):
+            out[f"{self.metric}_anytime_low"] = last.low
+        if math.isfinite(last.high):
+            out[f"{self.metric}_anytime_high"] = last.high
+        return out
+
+    def to_dict(self) -> dict:
+        return {"metric": self.metric, "method": self.method, "decides": self.decides, "max_n": self.max_n,
+                "rule": asdict(self.rule), "status": self.status, "looks": [asdict(look) for look in self.looks]}
+
+
+def tracked_metrics(targets: dict[str, list[SequentialRule]], bounded: list[str], betting: set[str], max_n: int,
+                    confidence: float, scales: dict[str, float] | None = None) -> list[MetricSequence]:
+    """One sequence per (metric, rule) the gate reads, and one per other `bounded` metric at `confidence`
+    (recorded so that a later re-gate finds anytime bounds, never a fixed-n bound read after stopping)."""
+    scales = scales or {}
+    out = []
+    for metric in dict.fromkeys([*targets, *bounded]):
+        method: Literal["betting", "spending"] = "betting" if metric in betting else "spending"
+        rules = targets.get(metric) or []
+        if rules:
+            out += [MetricSequence(metric, r, method, max_n, True, scales.get(metric, 1.0)) for r in rules]
+        else:
+            out.append(MetricSequence(metric, SequentialRule("min", -math.inf, confidence, "recorded"), method, max_n,
+                                      False, scales.get(metric, 1.0)))
+    return out
+
+
+def sequence_metrics(prefix: str, sequences: list[MetricSequence], n_used: int, max_n: int,
+                     judge_calls: int) -> dict[str, float]:
+    """What the eval records: per metric, the bounds of its strictest rule (highest confidence; a bound at a
+    higher level is valid at any lower one), and `<prefix>/sequential_*` about the stop."""
+    out: dict[str, float] = {}
+    for seq in sorted(sequences, key=lambda s: (s.decides, s.rule.confidence)):
+        out.update(seq.metrics())  # later (stricter) entries win
+    decided = [s for s in sequences if s.decides]
+    out |= {f"{prefix}/sequential_prompts_used": float(n_used), f"{prefix}/sequential_max_prompts": float(max_n),
+            f"{prefix}/sequential_judge_calls": float(judge_calls),
+            f"{prefix}/sequential_stopped_early": float(n_used < max_n and bool(decided)
+                                                        and all(s.status != CONTINUE for s in decided))}
+    return out

@@ -148,7 +148,15 @@ def cmd_gate(args) -> int:
     import dataclasses
 
     from harness.config import load_config
-    from harness.promotion import gate_config_key, load_recorded, record_decision, record_regate, regate, require_intact
+    from harness.promotion import (
+        champion_baseline,
+        gate_config_key,
+        load_recorded,
+        record_decision,
+        record_regate,
+        regate,
+        require_intact,
+    )
 
     tracker = _tracker_for(args, args.run_id)
     # a run that did not finish, a missing/partial checkpoint, or evidence edited since the run ended: exit 2
@@ -157,7 +165,7 @@ def cmd_gate(args) -> int:
     recorded = dataclasses.replace(own, config=load_config(args.config)) if args.config else own
     registry = recorded.config.registry
     champion = tracker.champion(registry.model_name, registry.alias)
-    decision = regate(recorded, tracker.run_metrics(champion[1]) if champion else None, against=args.against)
+    decision = regate(recorded, champion_baseline(tracker, champion), against=args.against)
     key = gate_config_key(recorded.config, args.against)
     if key == gate_config_key(own.config):  # the run's own rules: this is its verdict now
         record_decision(tracker, decision, name="gate_decision_regated.json")

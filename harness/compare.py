@@ -17,8 +17,10 @@ with zero spread).
 
 Settings come from run A (prompt count and seed, max_new_tokens, judge, bootstrap); each side keeps its
 own seed in its decoding settings (greedy decoding ignores it) so that its cached answers are found.
-`compare_runs` is also the head-to-head a pipeline runs against the champion; its pieces
-(`recorded_policy`, `recorded_answers`, `paired_winrate`) serve a candidate that is not recorded yet.
+The pipeline's head-to-head with the champion (evals.vs_champion, `winrate_vs_champion/*`) is built from
+the same pieces: `champion_answers` gives it the champion's answers through `recorded_policy` and
+`recorded_answers`, and both judge with evals.vs_champion.head_to_head, so `harness compare CANDIDATE
+CHAMPION` reproduces a run's `winrate_vs_champion/*` exactly (same prompts, answers, judge and settings).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from harness.errors import HarnessInputError
 
@@ -105,27 +107,43 @@ class RecordedAnswers:
     source: str  # "cache" (the run's own generations, or an earlier compare) or "generated"
 
 
-def _pristine_fingerprint(config, base) -> str:
+def _pristine_fingerprint(config, base=None) -> str:
     """What harness.models.load_model would fingerprint the run's base model as (the files' digests are
-    cached, so this reads no weights for a local or embedded model; a hub id takes the commit `base` has)."""
+    cached, so this reads no weights for a local or embedded model; a hub id takes the commit `base` has,
+    none without one)."""
     from harness.models import model_fingerprint, resolve_model_path
 
     cache = config.resolved_cache_dir
-    revision = getattr(getattr(base.model, "config", None), "_commit_hash", None)
+    revision = getattr(getattr(getattr(base, "model", None), "config", None), "_commit_hash", None)
     return model_fingerprint(resolve_model_path(config.model.name, cache), dtype=config.model.dtype, cache_dir=cache,
                              revision=revision)
 
 
 def recorded_answers(policy: RecordedPolicy, prompts: list[str], *, max_new_tokens: int, base=None) -> RecordedAnswers:
     """The policy's greedy answers to `prompts` (the pipeline's decoding: evals.generation.generate), from
-    the run's generation cache when there, else generated on the rebuilt checkpoint and cached. `base`: a
-    harness.models.LoadedModel of the run's base model to copy instead of loading it from disk; used only
-    when its fingerprint is the pristine base's (an iterative round's merged reference is not)."""
-    from evals.generation import DecodingSettings, cache_key, generate
+    the run's generation cache when there (no model is loaded then), else generated on the rebuilt
+    checkpoint and cached. `base`: a harness.models.LoadedModel of the run's base model to copy instead of
+    loading it from disk; used only when its fingerprint is the pristine base's (an iterative round's merged
+    reference is not)."""
+    from evals.generation import Completion, DecodingSettings, cache_key, generate
+    from harness.atomic_io import read_json
     from harness.models import load_checkpoint, load_model
 
     config = policy.config
     m = config.model
+    settings = DecodingSettings(max_new_tokens=max_new_tokens, temperature=0.0, seed=config.seed)
+    cache_dir = config.resolved_cache_dir
+    label = f"run {policy.run_id[:8]}"
+
+    def entry(fingerprint: str) -> Path:  # where evals.generation.generate keeps the answers
+        return Path(cache_dir) / "generations" / f"{cache_key(fingerprint, prompts, settings)}.json"
+
+    # the pristine base's fingerprint needs no weights for a local or embedded model (its digests are cached);
+    # a hub id's needs the commit a loaded model has, so without `base` it misses here and is loaded below
+    fingerprint = checkpoint_fingerprint(policy.checkpoint_dir, _pristine_fingerprint(config, base))
+    cached = read_json(entry(fingerprint))
+    if cached is not None:
+        return RecordedAnswers([Completion(**c) for c in cached], fingerprint, "cache")
     if base is not None and base.fingerprint != _pristine_fingerprint(config, base):
         base = None  # another model, or an iterative round's merged reference that only kept the name
     if base is None:
@@ -135,14 +153,29 @@ def recorded_answers(policy: RecordedPolicy, prompts: list[str], *, max_new_toke
     else:
         model = copy.deepcopy(base.model)  # load_checkpoint wraps (and, for a stack, merges into) the model
     fingerprint = checkpoint_fingerprint(policy.checkpoint_dir, base.fingerprint)
-    settings = DecodingSettings(max_new_tokens=max_new_tokens, temperature=0.0, seed=config.seed)
-    cache_dir = config.resolved_cache_dir
-    # where evals.generation.generate keeps this entry: only to report whether the answers were cached
-    cached = (Path(cache_dir) / "generations" / f"{cache_key(fingerprint, prompts, settings)}.json").exists()
+    cached = entry(fingerprint).exists()
     rebuilt = load_checkpoint(policy.checkpoint_dir, model)
     completions = generate(rebuilt, base.tokenizer, prompts, settings, model_fingerprint=fingerprint,
-                           cache_dir=cache_dir, batch_size=config.eval.batch_size, label=f"run {policy.run_id[:8]}")
+                           cache_dir=cache_dir, batch_size=config.eval.batch_size, label=label)
     return RecordedAnswers(completions, fingerprint, "cache" if cached else "generated")
+
+
+def champion_answers(tracker, champion: tuple[str, str] | None, prompts: list[str], *, max_new_tokens: int,
+                     base=None) -> Callable[[], list] | None:
+    """For a pipeline's EvalContext: () -> the champion's greedy answers to `prompts` (evals.generation
+    Completions), as `harness compare` gets them (recorded_policy: refused unless its evidence is intact;
+    recorded_answers: from the generation cache by its checkpoint's fingerprint, else rebuilt and
+    generated), computed only when the head-to-head eval asks. None when there is no champion."""
+    if champion is None:
+        return None
+    _, run_id = champion
+
+    def answers() -> list:
+        with tempfile.TemporaryDirectory(prefix="harness-champion-") as tmp:
+            policy = recorded_policy(tracker, run_id, Path(tmp))
+            return recorded_answers(policy, prompts, max_new_tokens=max_new_tokens, base=base).completions
+
+    return answers
 
 
 EVAL_PROMPTS = "eval_prompts"  # the artifact folder where the pipeline logs the prompts a run was measured on
@@ -185,25 +218,7 @@ def recorded_eval_prompts(tracker, policy: RecordedPolicy, n: int | None = None)
                             "set; compare on at most that many")
 
 
-def paired_winrate(prompts: list, baseline: list, candidate: list, eval_config, *, seed: int,
-                   cache_dir: Path | None) -> tuple[dict[str, Any], list[float]]:
-    """Candidate's answers judged against the baseline's on the same prompts (VerifiablePrompt objects,
-    which the rule judge needs): both orders, the baseline in the reference's seat, the statistics of
-    evals.winrate_stats. `winrate/*` keys: the candidate's win rate over the baseline."""
-    from evals.judges import JudgeItem
-    from evals.pairwise import winrate_eval
-
-    items = [JudgeItem(p.text, b.text, c.text, p) for p, b, c in zip(prompts, baseline, candidate)]
-    return winrate_eval(items, eval_config.judge, n_bootstrap=eval_config.n_bootstrap, seed=seed, cache_dir=cache_dir,
-                        verbosity_gap_pct=eval_config.verbosity_gap_pct,
-                        hit_limit=([b.hit_limit for b in baseline], [c.hit_limit for c in candidate]),
-                        max_truncated_pct=eval_config.max_truncated_pct)
-
-
 # ---------------------------------------------------------------------------------- the comparison
-
-
-HEADLINE = ("winrate/win_rate_pct", "winrate/lc_win_rate_pct", "winrate/style_controlled_pct")
 
 
 @dataclass
@@ -218,6 +233,16 @@ class ComparisonResult:
     verdicts: list[float]  # per prompt: 1 = B wins, 2 = A wins, 1.5 tie (after the position swap)
     samples: list[dict] = field(default_factory=list)  # prompt, a, b, verdict
     answers: dict[str, dict] = field(default_factory=dict)  # per side: fingerprint, source (cache/generated)
+    # run A's own `winrate_vs_champion/*` when its pipeline judged it against run B (its champion then), as
+    # MLflow holds them (finite floats), else empty; `reproduces` says whether this comparison gave each exactly
+    recorded: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def reproduces(self) -> bool | None:
+        from evals.vs_champion import HEAD_TO_HEAD
+
+        mine = self.renamed(HEAD_TO_HEAD)
+        return all(mine.get(k) == v for k, v in self.recorded.items()) if self.recorded else None
 
     def renamed(self, prefix: str) -> dict[str, Any]:
         """The metrics under another eval name, e.g. `winrate_vs_champion/lc_win_rate_pct`."""
@@ -228,7 +253,19 @@ class ComparisonResult:
                 "n": self.n_prompts, "judge": self.judge,
                 "reading": "winrate/* is RUN_A's win rate over RUN_B on the same prompts (ties count half; 50 = "
                            "no difference); _ci_low/_ci_high: 95% interval",
-                "metrics": self.metrics, "answers": self.answers, "samples": self.samples}
+                "metrics": self.metrics, "answers": self.answers, "samples": self.samples,
+                "recorded_head_to_head": {"metrics": self.recorded, "reproduced": self.reproduces}}
+
+
+def recorded_head_to_head(tracker, run_a: str, run_b: str) -> dict[str, float]:
+    """Run A's `winrate_vs_champion/*` metrics when the pipeline judged it head to head against run B (the
+    champion when A was evaluated: tag `harness.vs_champion.run_id`), else {}."""
+    from evals.vs_champion import CHAMPION_VERSION, HEAD_TO_HEAD
+
+    run = tracker.get_run(run_a)
+    if run.data.tags.get("harness.vs_champion.run_id") != run_b:
+        return {}
+    return {k: v for k, v in run.data.metrics.items() if k.startswith(f"{HEAD_TO_HEAD}/") and k != CHAMPION_VERSION}
 
 
 def compare_runs(tracker, run_a: str, run_b: str, *, n_prompts: int | None = None, prompts: list | None = None,
@@ -236,6 +273,8 @@ def compare_runs(tracker, run_a: str, run_b: str, *, n_prompts: int | None = Non
     """Run A's answers judged against run B's on A's held-out eval prompts (module docstring), or on
     `prompts` (objects with `.text`, e.g. a pipeline's EvalContext.prompts). Raises EvidenceError (an
     input error: exit 2) for a run that did not finish or whose evidence moved."""
+    from evals.vs_champion import head_to_head
+
     with tempfile.TemporaryDirectory(prefix="harness-compare-") as tmp:
         root = Path(workdir or tmp)
         a = recorded_policy(tracker, run_a, root / "a")
@@ -247,11 +286,13 @@ def compare_runs(tracker, run_a: str, run_b: str, *, n_prompts: int | None = Non
         texts = [p.text for p in prompts]
         answers_a = recorded_answers(a, texts, max_new_tokens=e.max_new_tokens, base=base)
         answers_b = answers_a if b is a else recorded_answers(b, texts, max_new_tokens=e.max_new_tokens, base=base)
-    summary, verdicts = paired_winrate(prompts, answers_b.completions, answers_a.completions, e, seed=a.config.seed,
-                                       cache_dir=a.config.resolved_cache_dir)
+    # the judging the pipeline's head-to-head does (evals.vs_champion): the same function, so they cannot drift
+    summary, verdicts = head_to_head(prompts, answers_b.completions, answers_a.completions, e, seed=a.config.seed,
+                                     cache_dir=a.config.resolved_cache_dir)
     judge = e.judge if isinstance(e.judge, str) else getattr(e.judge, "name", str(e.judge))
     samples = [{"prompt": p.text, "a": ca.text, "b": cb.text, "verdict": v}
                for p, ca, cb, v in zip(prompts, answers_a.completions, answers_b.completions, verdicts)]
     return ComparisonResult(run_a, run_b, a.cell, b.cell, n, judge, summary, verdicts, samples,
                             {"a": {"fingerprint": answers_a.fingerprint, "source": answers_a.source},
-                             "b": {"fingerprint": answers_b.fingerprint, "source": answers_b.source}})
+                             "b": {"fingerprint": answers_b.fingerprint, "source": answers_b.source}},
+                            recorded_head_to_head(tracker, run_a, run_b))

@@ -17,8 +17,9 @@ def add_compare_command(sub) -> None:
         description="Rebuilds both runs' checkpoints on their base models (answers served from the generation "
                     "cache when the runs left them), judges every prompt in both orders with RUN_A's judge, and "
                     "prints RUN_A's raw, length-controlled and style-controlled win rates over RUN_B with 95% "
-                    "intervals (50 = no difference). Prompts, decoding and judge follow RUN_A's config. Exit 0 "
-                    "when compared, 2 on bad input (unknown run, not FINISHED, evidence changed since it ended).")
+                    "intervals (50 = no difference). Prompts, decoding and judge follow RUN_A's config. When RUN_B "
+                    "was RUN_A's champion, these are RUN_A's recorded winrate_vs_champion/* (checked and reported). "
+                    "Exit 0 when compared, 2 on bad input (unknown run, not FINISHED, evidence changed since it ended).")
     compare.add_argument("run_a", metavar="RUN_A", help="the run whose win rate is reported")
     compare.add_argument("run_b", metavar="RUN_B", help="the run it is judged against (e.g. the champion's)")
     compare.add_argument("--n-prompts", type=int, help="held-out prompts to judge (default: RUN_A's eval.n_prompts)")
@@ -28,7 +29,8 @@ def add_compare_command(sub) -> None:
 
 
 def cmd_compare(args) -> int:
-    from harness.compare import HEADLINE, compare_runs
+    from evals.vs_champion import COMPARED
+    from harness.compare import compare_runs
     from harness.tracking import tracker_for_run
 
     tracker = tracker_for_run(args.output_dir, args.run_a)
@@ -43,7 +45,7 @@ def cmd_compare(args) -> int:
     for col in ("metric", "A over B %", "95% interval", "stderr"):
         table.add_column(col)
     m = result.metrics
-    for key in HEADLINE:
+    for key in COMPARED:  # raw, LC, style-controlled: the win rates a rule `against: champion` reads head to head
         if key in m:
             table.add_row(key, f"{m[key]:.1f}", f"[{m[f'{key}_ci_low']:.1f}, {m[f'{key}_ci_high']:.1f}]",
                           f"{m[f'{key}_stderr']:.2f}")
@@ -53,4 +55,7 @@ def cmd_compare(args) -> int:
     flips = m.get("winrate/position_flip_rate")
     console.print(f"answers: A from {result.answers['a']['source']}, B from {result.answers['b']['source']}"
                   + (f"; verdicts that flipped with the order: {100 * flips:.0f}%" if flips is not None else ""))
+    if result.reproduces is not None:  # A was judged against B as its champion when it ran (evals.vs_champion)
+        console.print(f"RUN_A's recorded head-to-head against RUN_B (winrate_vs_champion/*, {len(result.recorded)} "
+                      f"values): {'reproduced exactly' if result.reproduces else 'NOT reproduced'}")
     return 0

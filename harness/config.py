@@ -84,6 +84,19 @@ class KLConfig(_Strict):
     max_new_tokens: int = Field(32, gt=0)
 
 
+class SequentialConfig(_Strict):
+    """Judge the eval prompts in batches and stop once every gate rule on the win rate is decided by an
+    anytime-valid bound (evals.sequential): the raw win rate by a betting confidence sequence, LC and
+    style-controlled win rates by normal bounds at alpha spent across the looks. Undecided at the budget
+    is a fail. Judge verdicts are cached by content, so a raised budget only judges the new prompts."""
+
+    max_prompts: int | None = Field(None, gt=0, description="judging budget: at most this many of the eval.n_prompts "
+                                                             "prompts (default: all of them)")
+    batch_prompts: int = Field(8, gt=0, description="prompts judged between two looks")
+    confidence: float = Field(0.95, ge=0.5, lt=1, description="level of the anytime bounds recorded for win-rate "
+                                                              "metrics no rule reads (rules use their own level)")
+
+
 # ---- eval.judge: one of these by `name` (evals.judges); a bare string "rule" is the shorthand
 
 
@@ -152,6 +165,8 @@ class EvalConfig(_Strict):
                                                                  "baseline_outputs: PATH}")
     allow_prompt_overlap: bool = Field(False, description="allow eval prompts that also occur in the training data "
                                                           "(normalised text); otherwise any overlap is a config error")
+    sequential: SequentialConfig | None = Field(None, description="judge in batches and stop when the win-rate rules "
+                                                                  "are decided (anytime-valid); None: judge every prompt")
 
     @field_validator("judge", mode="before")
     @classmethod
@@ -162,6 +177,15 @@ class EvalConfig(_Strict):
     def _ifeval_has_data(self) -> "EvalConfig":
         if "ifeval_local" in self.domain_tasks and self.ifeval.data_file is None:
             raise ValueError("domain task ifeval_local needs eval.ifeval.data_file (IFEval's input_data.jsonl.gz)")
+        return self
+
+    @model_validator(mode="after")
+    def _sequential_fits(self) -> "EvalConfig":
+        s = self.sequential
+        builtin = self.prompts == "builtin"
+        if s is not None and builtin and s.max_prompts is not None and s.max_prompts > self.n_prompts:
+            raise ValueError(f"sequential.max_prompts ({s.max_prompts}) exceeds eval.n_prompts ({self.n_prompts}): "
+                             "the budget is a share of the eval prompts; raise n_prompts")
         return self
 
 

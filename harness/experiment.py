@@ -20,8 +20,8 @@ from evals.eval_prompts import prepare_eval_prompts
 from evals.registry import EvalsOutcome, run_evals
 from harness.config import ExperimentConfig
 from harness.errors import HarnessInputError
-from harness.gate import GateDecision, gate, rules_for
-from harness.promotion import promote_run, record_decision, record_evidence
+from harness.gate import GateDecision, gate, rules_for, sequential_targets
+from harness.promotion import champion_baseline, promote_run, record_decision, record_evidence
 from harness.recording import (
     gate_plan_for_report,
     record_inputs,
@@ -170,6 +170,7 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks,
     checkpoint needs to be rebuilt on the start model."""
     # heavy (torch, TRL, lm-eval): imported when a cell runs, not whenever the CLI starts
     from evals.judge_calibration import cell_judge_calibration
+    from harness.compare import champion_answers
 
     prompts = list(prompt_set.items)
     texts = [p.text for p in prompts]
@@ -185,10 +186,15 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks,
                       start=start.model if start is not None else None,
                       start_fingerprint=start.fingerprint if start is not None else "",
                       calibration=lambda: cell_judge_calibration(tracker, config.eval.judge, config.resolved_cache_dir))
+    rules = rules_for(config, iterating=start is not None)
+    if config.eval.sequential is not None:
+        ctx.sequential_targets = sequential_targets(rules, known_metrics(), config.gate.family_size)
+    # what ships now, judged head to head with the policy (evals.vs_champion) when there is a champion
+    ctx.champion = tracker.champion(config.registry.model_name, config.registry.alias)
+    ctx.champion_answers = champion_answers(tracker, ctx.champion, texts, max_new_tokens=config.eval.max_new_tokens)
     outcome = _evaluate(ctx, tracker, cell_dir, hooks)
     baselines = record_baselines(tracker, outcome, iterating=start is not None)
     uploaded = record_inputs(tracker, config, outcome.errors, trained.adapter_dir, lineage)
-    rules = rules_for(config, iterating=start is not None)
 
     def decide(champion_metrics: dict | None) -> GateDecision:
         decision = gate(outcome.metrics, baselines | {"champion": champion_metrics}, rules, specs=known_metrics(),
@@ -200,7 +206,7 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks,
     # decided and recorded now, against the champion of this moment; the alias moves only after
     # generations, report, evidence and run status are written (recorded_cell_run -> promote_run)
     seen = tracker.champion(config.registry.model_name, config.registry.alias)
-    decision = decide(tracker.run_metrics(seen[1]) if seen else None)
+    decision = decide(champion_baseline(tracker, seen))
     record_decision(tracker, decision)
     _stage("report")
     report = _report(tracker, config, cell, cell_dir, ctx, outcome, decision, trained, data)
@@ -257,6 +263,8 @@ def _report(tracker, config, cell, cell_dir, ctx: EvalContext, outcome: EvalsOut
     samples = [{"prompt": p.text, "reference": r.text, "policy": o.text, "verdict": v,
                 "reference_tokens": r.n_tokens, "policy_tokens": o.n_tokens}
                for p, r, o, v in zip(ctx.prompts, ctx.reference_out, ctx.policy_out, verdicts)]
+    for sample, champion in zip(samples, outcome.extras.get("champion_samples") or []):
+        sample.update(champion)  # the champion's answer and the head-to-head verdict (evals.vs_champion)
     result_doc = {
         "experiment": config.name, "run_id": tracker.run_id, "cell": cell, "verdict": decision.verdict,
         "config": redacted_config(config), "metrics": outcome.metrics,
@@ -265,8 +273,12 @@ def _report(tracker, config, cell, cell_dir, ctx: EvalContext, outcome: EvalsOut
         "checks": decision.to_dict()["checks"], "training": {"history": trained.history, "seconds": trained.seconds},
         "samples": samples, "data": data.stats(), "errors": outcome.errors,
         "judge_calibration": outcome.extras.get("judge_calibration", {}),
-        "gate_plan": gate_plan_for_report(config, tracker),
+        "champion": outcome.extras.get("champion"),
+        "gate_plan": gate_plan_for_report(config, tracker, evaluated_prompts=len(ctx.prompts)),
+        "sequential": outcome.extras.get("sequential", {}),
     }
+    if result_doc["sequential"]:  # the looks, for the page and for a page rebuilt from MLflow
+        tracker.log_json(result_doc["sequential"], "sequential.json")
     _write_generations(cell_dir / "generations.jsonl", samples)
     tracker.log_artifact(cell_dir / "generations.jsonl")
 

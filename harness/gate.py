@@ -6,6 +6,7 @@ from its declaration (evals.metrics), never from the rule.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field
 from statistics import NormalDist
@@ -14,6 +15,7 @@ from typing import Any, Mapping, TypeGuard
 from evals.metrics import MetricSpec
 from evals.paired_accuracy import paired_drop_upper_bound
 from evals.registry import owned_prefixes
+from evals.sequential import SequentialRule
 from harness.config import GateRule
 
 PROMOTE, BLOCK = "PROMOTE", "BLOCK"
@@ -90,11 +92,77 @@ def sample_size(metric: str, summary: Mapping[str, float]) -> int | None:
     return None
 
 
+# Skew-aware bounds, opted into by an eval that records `<key>_skewness`: the adjusted Fisher-Pearson
+# skewness G1 of the per-item values whose mean `key` is (n from sample_size). The normal bound on the
+# mean of right-skewed values (per-sequence KL) covers 69-90% at a nominal 95% with 6-16 samples: the t
+# statistic's lower tail is long. Hall's (1992) cubic transformation takes the skewness out of the t
+# statistic, but the sample skewness is biased low and noisy at these sizes, so the bound uses the
+# widest of Hall's quantiles for any skewness up to the sample's plus SKEW_ALLOWANCE of its standard
+# errors (normal theory), and is never narrower than the normal bound. Its coverage, simulated
+# (docs/gate_validity.md, `python -m bench.gate_validity --only kl`): at least nominal at n = 6-64 for
+# gamma, lognormal and 10%-mixture samples; wide below ~30 samples (up to ~4x the t bound), where the
+# sample cannot tell a skewness of 0 from one of 4.
+SKEW_ALLOWANCE = 5.0
+
+
+def _hall_inverse(y: float, a: float) -> float:
+    """The t with Hall's g(t) = t + a t^2 + a^2 t^3 / 3 + a / 2 = y (a = skewness / (3 sqrt n));
+    g = ((1 + a t)^3 - 1) / (3a) + a / 2 increases in t for every a, so the inverse is unique."""
+    if a == 0:
+        return y
+    u = 1 + 3 * a * (y - a / 2)
+    return (math.copysign(abs(u) ** (1 / 3), u) - 1) / a
+
+
+@functools.lru_cache(maxsize=512)
+def _hall_widest(confidence: float, n: int) -> tuple[float, float]:
+    """(y, a_max): the t distribution's (1 - confidence) quantile (n - 1 degrees of freedom), and the a at
+    which Hall's quantile lies furthest below it. Past a_max the cubic pulls the quantile back toward 0,
+    an artefact: a larger skewness must never narrow the bound. The quantile is unimodal in a on [0, 2]
+    for every y <= 0 (golden-section search)."""
+    from scipy.stats import t as student_t
+
+    y = float(student_t.ppf(1 - confidence, n - 1))
+    lo, hi = 0.0, 2.0
+    for _ in range(80):
+        left, right = lo + 0.382 * (hi - lo), hi - 0.382 * (hi - lo)
+        if _hall_inverse(y, left) < _hall_inverse(y, right):
+            hi = right
+        else:
+            lo = left
+    return y, (lo + hi) / 2
+
+
+def skew_aware_limit(value: float, stderr: float, skewness: object, n: int | None, side: str,
+                     confidence: float) -> float | None:
+    """The one-sided bound of a mean from its stderr, the values' skewness G1 and their count n; the low
+    bound is the high bound of the negated values. None (fail closed) when the skewness is not finite or
+    n is unknown; the mean itself when there is no spread (a no-change cell's KL: every value 0)."""
+    if not _finite(skewness) or n is None or n < 2 or not 0.5 <= confidence < 1:
+        return None
+    if stderr == 0:
+        return value
+    if n < 3:  # no skewness from two values
+        return None
+    sign = 1.0 if side == "high" else -1.0
+    y, a_max = _hall_widest(confidence, n)
+    skew_se = math.sqrt(6 * n * (n - 1) / ((n - 2) * (n + 1) * (n + 3)))
+    a = min(max((sign * skewness + SKEW_ALLOWANCE * skew_se) / (3 * math.sqrt(n)), 0.0), a_max)
+    quantile = max(-_hall_inverse(y, a), _z(confidence))
+    return value + sign * quantile * stderr
+
+
 def confidence_limit(key: str, side: str, confidence: float, summary: Mapping[str, float]) -> float | None:
     """The one-sided `side` ("low"/"high") confidence bound of `summary[key]`: from its standard error
-    (normal), else from a recorded 95% interval when that is at least as wide; None when neither exists."""
+    (normal), else from a recorded 95% interval when that is at least as wide; None when neither exists.
+    An eval that stopped sequentially leaves only its anytime bounds valid (anytime_limit)."""
+    if stopped_sequentially(key, summary):
+        return anytime_limit(key, side, confidence, summary)
     value, stderr = summary.get(key), summary.get(f"{key}_stderr")
     if _finite(value) and _finite(stderr) and stderr >= 0:
+        if f"{key}_skewness" in summary:  # opted in: the skew-aware bound alone decides (fails closed)
+            return skew_aware_limit(value, stderr, summary[f"{key}_skewness"], sample_size(key, summary), side,
+                                    confidence)
         return value - _z(confidence) * stderr if side == "low" else value + _z(confidence) * stderr
     recorded = summary.get(f"{key}_ci_{side}")
     if _finite(recorded) and confidence <= RECORDED_CI_ONE_SIDED:
@@ -102,12 +170,56 @@ def confidence_limit(key: str, side: str, confidence: float, summary: Mapping[st
     return None
 
 
+def stopped_sequentially(key: str, summary: Mapping[str, object]) -> bool:
+    """Whether `key`'s eval judged sequentially (eval.sequential): its sample size was chosen by looking at
+    the data, so a fixed-n bound from its stderr no longer holds its level (evals.sequential)."""
+    return f"{key.split('/', 1)[0]}/sequential_prompts_used" in summary
+
+
+def anytime_limit(key: str, side: str, confidence: float, summary: Mapping[str, float]) -> float | None:
+    """The recorded anytime-valid bound, when recorded at `confidence` or above (a bound at a higher
+    level is valid at any lower one); None otherwise: fail-closed, never a fixed-n bound instead."""
+    level, bound = summary.get(f"{key}_anytime_confidence"), summary.get(f"{key}_anytime_{side}")
+    if _finite(level) and _finite(bound) and level >= confidence - 1e-12:
+        return bound
+    return None
+
+
+def sequential_targets(rules: list[GateRule], specs: Mapping[str, MetricSpec],
+                       family_size: int = 1) -> dict[str, list[SequentialRule]]:
+    """What a sequential eval must decide before it may stop: per metric, each bound rule compared with the
+    reference, at the rule's own level (with the sweep's Bonferroni share). An allowed regression on a
+    comparison metric is a floor (or ceiling) at its neutral value minus (plus) the margin."""
+    out: dict[str, list[SequentialRule]] = {}
+    for rule in rules:
+        spec = specs.get(rule.metric)
+        if rule.statistic == "point" or spec is None or rule.against != "reference":
+            continue
+        conf = rule_confidence(rule, family_size)
+        found = [SequentialRule("min", rule.min, conf, rule.label)] if rule.min is not None else []
+        if rule.max is not None:
+            found.append(SequentialRule("max", rule.max, conf, rule.label))
+        if rule.max_regression is not None and spec.neutral is not None and spec.higher_is_better is not None:
+            margin = rule.max_regression * abs(spec.neutral) if rule.relative else rule.max_regression
+            if spec.higher_is_better:
+                found.append(SequentialRule("min", spec.neutral - margin, conf, rule.label))
+            else:
+                found.append(SequentialRule("max", spec.neutral + margin, conf, rule.label))
+        out.setdefault(rule.metric, []).extend(found)
+    return out
+
+
 def paired_delta_key(metric: str, against: str) -> str:
     """The paired difference (policy - baseline, per item) an allowed regression is tested on."""
     return f"{metric}_delta_vs_start" if against == "start" else f"{metric}_delta"
 
 
-def _no_interval(key: str) -> str:
+def _no_interval(key: str, summary: Mapping[str, object] | None = None) -> str:
+    if summary is not None and stopped_sequentially(key, summary):
+        level = summary.get(f"{key}_anytime_confidence")
+        recorded = f"recorded at {100 * level:.4g}%" if _finite(level) else "not recorded"
+        return (f"{key} was judged sequentially (stopped by looking at the data): only its anytime-valid bound "
+                f"holds, and it is {recorded}; a rule at a higher level cannot be shown from this run")
     return (f"no standard error or interval for {key}: the bound cannot be shown "
             "(set statistic: point to gate on the estimate alone, flagged)")
 
@@ -128,6 +240,9 @@ def check_rule(rule: GateRule, summary: Mapping[str, float], baselines: Mapping[
     crashed = _crashed_owner(rule.metric, errors)
     if crashed is not None:
         return CheckResult(**base, passed=False, reason=f"eval '{crashed}' failed: {errors[crashed]}")
+    stale = champion_mismatch(rule.metric, summary, baselines)
+    if stale is not None:  # a head-to-head backs a decision only against the champion it was measured against
+        return CheckResult(**base, passed=False, reason=stale)
     value = summary.get(rule.metric)
     if value is None:  # the declaration may say what absence means (e.g. an uncalibrated judge) and how to fix it
         reason = summary_reason(rule.metric, summary) or spec.missing_reason
@@ -161,11 +276,12 @@ def _floor(rule, summary, value, confidence, level) -> dict:
                                                        f"min {rule.min:g}")
     low = confidence_limit(rule.metric, "low", confidence, summary)
     if low is None:
-        return dict(passed=False, bound=rule.min, reason=_no_interval(rule.metric))
+        return dict(passed=False, bound=rule.min, reason=_no_interval(rule.metric, summary))
     # a bound that only touches the threshold shows nothing (a no-change cell sits exactly on it)
     ok = low > rule.min
     return dict(passed=ok, bound=rule.min, confidence_bound=low,
-                reason=f"lower bound{level} {low:.4g} {'>' if ok else '<='} min {rule.min:g} (estimate {value:.4g})")
+                reason=f"lower bound{level}{_anytime_note(rule.metric, summary)} {low:.4g} {'>' if ok else '<='} "
+                       f"min {rule.min:g} (estimate {value:.4g})")
 
 
 def _ceiling(rule, summary, value, confidence, level) -> dict:
@@ -175,10 +291,11 @@ def _ceiling(rule, summary, value, confidence, level) -> dict:
                                                        f"max {rule.max:g}")
     high = confidence_limit(rule.metric, "high", confidence, summary)
     if high is None:
-        return dict(passed=False, bound=rule.max, reason=_no_interval(rule.metric))
+        return dict(passed=False, bound=rule.max, reason=_no_interval(rule.metric, summary))
     ok = high < rule.max
     return dict(passed=ok, bound=rule.max, confidence_bound=high,
-                reason=f"upper bound{level} {high:.4g} {'<' if ok else '>='} max {rule.max:g} (estimate {value:.4g})")
+                reason=f"upper bound{level}{_anytime_note(rule.metric, summary)} {high:.4g} {'<' if ok else '>='} "
+                       f"max {rule.max:g} (estimate {value:.4g})")
 
 
 def _non_inferior(rule, summary, baselines, spec, value, confidence, level) -> dict:
@@ -186,6 +303,8 @@ def _non_inferior(rule, summary, baselines, spec, value, confidence, level) -> d
     must stay below the allowed regression. Absence of evidence never clears a drop."""
     if spec.higher_is_better is None:
         return dict(passed=False, reason=f"{rule.metric} has no direction, so 'max_regression' cannot apply; use min/max")
+    if is_head_to_head(rule.metric):
+        return _head_to_head_non_inferior(rule, summary, spec, value, confidence, level)
     ref = baselines.get(rule.against)
     baseline = ref.get(rule.metric) if ref else None
     if baseline is None or not _finite(baseline):
@@ -199,6 +318,8 @@ def _non_inferior(rule, summary, baselines, spec, value, confidence, level) -> d
         ok = drop <= margin
         return dict(passed=ok, **common, reason=f"point drop {drop:.4g} {'<=' if ok else '>'} allowed {margin:.4g} "
                                                 f"({rule.against} {baseline:.4g})")
+    if stopped_sequentially(rule.metric, summary):
+        return _anytime_non_inferior(rule, summary, ref, sign, confidence, level, common)
     delta_key = paired_delta_key(rule.metric, rule.against)
     lost, gained, n = (summary.get(f"{delta_key}_reference_only"), summary.get(f"{delta_key}_policy_only"),
                        summary.get(f"{rule.metric}_n"))
@@ -227,6 +348,25 @@ def _non_inferior(rule, summary, baselines, spec, value, confidence, level) -> d
                        f"(drop {drop:.4g} vs {rule.against} {baseline:.4g})")
 
 
+def _anytime_non_inferior(rule, summary, ref, sign, confidence, level, common) -> dict:
+    """A sequential eval's metric vs an exact baseline (the reference's neutral value): the drop's upper
+    bound is the baseline minus the anytime bound; a fixed-n bound would not hold after the stop."""
+    limit = anytime_limit(rule.metric, "low" if sign > 0 else "high", confidence, summary)
+    if limit is None or _finite(ref.get(f"{rule.metric}_stderr")) and ref[f"{rule.metric}_stderr"] > 0:
+        return dict(passed=False, **common, reason=_no_interval(rule.metric, summary))
+    baseline, margin = common["baseline"], common["margin"]
+    upper = sign * (baseline - limit)
+    ok = upper < margin
+    return dict(passed=ok, **common, confidence_bound=upper,
+                reason=f"drop upper bound{level}{_anytime_note(rule.metric, summary)} {upper:.4g} {'<' if ok else '>='} allowed {margin:.4g} (vs {rule.against} {baseline:.4g})")
+
+
+def _anytime_note(metric: str, summary: Mapping[str, object]) -> str:
+    """' (anytime-valid, N prompts)' for a sequentially judged metric, else ''."""
+    used = summary.get(f"{metric.split('/', 1)[0]}/sequential_prompts_used")
+    return f" (anytime-valid, {int(used)} prompts)" if isinstance(used, (int, float)) and math.isfinite(used) else ""
+
+
 def summary_reason(metric: str, summary: Mapping[str, object]) -> str:
     """Why an eval left a metric out (e.g. LC not identified), when it says so: `<metric>_missing_reason`."""
     reason = summary.get(f"{metric}_missing_reason")
@@ -237,6 +377,7 @@ def gate(summary: Mapping[str, float], baselines: Mapping[str, Mapping[str, floa
          *, specs: Mapping[str, MetricSpec], errors: Mapping[str, str] | None = None,
          allow_promote_without_rules: bool = False, family_size: int = 1) -> GateDecision:
     errors = errors or {}
+    rules = rules_vs_champion(rules, baselines.get("champion"))
     checks = [check_rule(rule, summary, baselines, specs.get(rule.metric), errors, family_size) for rule in rules]
     if not rules and not allow_promote_without_rules:
         checks.append(CheckResult(name="has_rules", metric="-", passed=False,
@@ -281,8 +422,9 @@ def rules_for(config, *, iterating: bool, against: str | None = None) -> list[Ga
     the defaults when asked), every regression compared `against` one baseline when given, and in
     iterative rounds >= 2 the same promises against the start (as configured, never re-pointed)."""
     rules = effective_rules(config.gate, config.eval.domain_tasks)
-    if against:
-        rules = [r.model_copy(update={"against": against}) for r in rules]
+    if against:  # regressions only: a floor or ceiling has no baseline (and `against: champion` on a floor
+        # would re-point it to the head-to-head, rules_vs_champion)
+        rules = [r.model_copy(update={"against": against}) if r.max_regression is not None else r for r in rules]
     if iterating and config.iteration.gate_vs_start:
         rules += rules_vs_start(effective_rules(config.gate, config.eval.domain_tasks))
     return rules
@@ -306,3 +448,75 @@ def rules_vs_start(rules: list[GateRule]) -> list[GateRule]:
         if update:
             out.append(rule.model_copy(update=update | {"name": f"{rule.label}_vs_start"}))
     return out
+
+
+# ---------------------------------------------------------------------------- head to head with the champion
+
+# the champion baseline carries the registered version it was read as (harness.promotion.champion_baseline),
+# so that a head-to-head measured against another champion cannot pass
+REGISTERED_VERSION = "registry/champion_version"
+
+
+def is_head_to_head(metric: str) -> bool:
+    from evals.vs_champion import HEAD_TO_HEAD
+
+    return metric.startswith(f"{HEAD_TO_HEAD}/")
+
+
+def rules_vs_champion(rules: list[GateRule], champion: Mapping[str, float] | None) -> list[GateRule]:
+    """The one place `against: champion` on a win rate (raw, LC, style-controlled: evals.vs_champion.COMPARED)
+    becomes a paired question: the rule reads the head-to-head `winrate_vs_champion/<metric>` (the
+    candidate's answers judged against the champion's on the same prompts), where the champion sits at 50.
+    `min: m` then needs the head-to-head lower bound above m (`min: 50`: shown better than the champion),
+    `max_regression: d` needs it above 50 - d (non-inferior to the champion, paired), `max` is a ceiling on it.
+    With no champion yet (a first promotion) nothing is re-pointed and the rule means what it always did: a
+    floor reads the win rate over the reference, an allowed regression fails for want of a champion."""
+    if champion is None:
+        return list(rules)
+    from evals.vs_champion import COMPARED, HEAD_TO_HEAD
+
+    return [rule.model_copy(update={"metric": f"{HEAD_TO_HEAD}/{rule.metric.split('/', 1)[1]}", "name": rule.label})
+            if rule.against == "champion" and rule.metric in COMPARED else rule for rule in rules]
+
+
+def champion_mismatch(metric: str, summary: Mapping[str, Any], baselines: Mapping[str, Mapping[str, float] | None]
+                      ) -> str | None:
+    """Why a head-to-head metric cannot back a decision now, or None: it must have been measured against the
+    champion the decision is made against (the registered version recorded with it equals the current
+    champion's). A champion that moved after the measurement fails the rule: the evidence is against the
+    old one."""
+    if not is_head_to_head(metric):
+        return None
+    from evals.vs_champion import CHAMPION_VERSION
+
+    champion = baselines.get("champion")
+    measured = summary.get(CHAMPION_VERSION)
+    current = champion.get(REGISTERED_VERSION) if champion else None
+    now = "there is no champion now" if not champion else (
+        f"the champion is now version {current:g}" if _finite(current) else "the current champion's version is unknown")
+    if not _finite(measured):
+        return f"no head-to-head with the champion in this run (none existed when it was evaluated); {now}"
+    if not (_finite(current) and current == measured):
+        return (f"measured head to head against champion version {measured:g}, but {now}: that evidence is "
+                "against another champion (re-run the cell, or `harness compare RUN CHAMPION_RUN` to look)")
+    return None
+
+
+def _head_to_head_non_inferior(rule, summary, spec, value, confidence, level) -> dict:
+    """`max_regression: d` on a head-to-head win rate: the champion sits at 50 (a tie) on the same prompts,
+    so non-inferiority is the paired win rate's lower bound above 50 - d."""
+    even = spec.neutral if _finite(spec.neutral) else 50.0
+    margin = rule.max_regression * abs(even) if rule.relative else rule.max_regression
+    bound = even - margin
+    common = dict(bound=bound, baseline=even, margin=margin)
+    if confidence is None:
+        ok = value >= bound
+        return dict(passed=ok, **common, reason=f"point {value:.4g} {'>=' if ok else '<'} {bound:.4g} (head to head, "
+                                                f"the champion at {even:g} less the allowed {margin:.4g})")
+    low = confidence_limit(rule.metric, "low", confidence, summary)
+    if low is None:
+        return dict(passed=False, **common, reason=_no_interval(rule.metric, summary))
+    ok = low > bound
+    return dict(passed=ok, **common, confidence_bound=low,
+                reason=f"head-to-head lower bound{level} {low:.4g} {'>' if ok else '<='} {bound:.4g} (the champion at "
+                       f"{even:g} less the allowed {margin:.4g}; estimate {value:.4g})")

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -16,7 +17,8 @@ def add_plan_command(sub) -> None:
                                       "level (plus 3 Monte-Carlo standard errors), 1 when not, 2 on bad input.")
     plan.add_argument("config", help="experiment or sweep YAML")
     plan.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
-    plan.add_argument("--sims", type=int, default=400, help="simulated cells per scenario (default 400)")
+    plan.add_argument("--sims", type=int, default=400,
+                      help="simulated cells per scenario (default 400; the 80%%-power size search uses half)")
     plan.add_argument("--effects", default="10,20", help="win-rate improvements to check power at, in points")
     plan.add_argument("--regressions", default="0.1,0.2", help="domain accuracy drops to check blocking at")
     plan.add_argument("--seed", type=int, default=0)
@@ -49,27 +51,29 @@ def load_plan_target(path: str, overrides: list[str]):
 
 def cmd_gate_plan(args) -> int:
     from harness.errors import ConfigError
-    from harness.gate_plan import SIZE_GRID, plan_gate, stated_level
+    from harness.gate_plan import SIZE_GRID, plan_gate
 
     if args.sims < 20:
         raise ConfigError(f"--sims: at least 20 simulated cells per scenario (got {args.sims})")
     config = load_plan_target(args.config, args.set)
-    plan = plan_gate(config, config_path=args.config, sims=args.sims, seed=args.seed,
+    # the 80%-power size search runs half as many cells per size tried (200 at the default --sims)
+    plan = plan_gate(config, config_path=args.config, sims=args.sims, seed=args.seed, search_sims=args.sims // 2,
                      effects_pct=_floats(args.effects, "--effects"),
                      regressions=_floats(args.regressions, "--regressions"))
-    level = stated_level(config)
-    cell_level = level / plan.family_size
+    level, cell_level = plan.stated_level, plan.cell_level
     within = all(s.promote_rate <= cell_level + 3 * s.mc_stderr
                  for s in plan.scenarios if s.scenario in ("no_change", "equal_quality"))
     if plan.family_wise_rate is not None:
         within = within and plan.family_wise_rate <= level + 3 * plan.family_wise_mc_stderr
     if args.json:
-        print(json.dumps(plan.to_json() | {"stated_level": level, "cell_level": cell_level,
-                                           "within_level": within}, indent=1))
+        print(json.dumps(plan.to_json() | {"within_level": within}, indent=1))
         return 0 if within else 1
     console = Console()
-    console.print(f"[bold]gate plan[/] for {args.config}: {plan.sizes['n_prompts']} eval prompts, domain items "
-                  f"{plan.sizes['domain_items'] or 'none'}, {plan.sims} simulated cells per scenario")
+    sizes = plan.sizes
+    source = escape(sizes["n_prompts_source"]) if sizes["n_prompts_exact"] else f"[yellow]{escape(sizes['n_prompts_source'])}[/]"
+    console.print(f"[bold]gate plan[/] for {escape(args.config)}: simulated at {sizes['n_prompts']} eval prompts ({source}), "
+                  f"domain items {sizes['domain_items'] or 'none'}, {plan.sims} simulated cells per scenario",
+                  highlight=False)
     console.print(f"stated false-promote level: {100 * level:.3g}% "
                   + (f"for the sweep ({plan.family_size} cells, {100 * cell_level:.3g}% each, Bonferroni)"
                      if plan.family_size > 1 else "per cell"))
@@ -92,6 +96,8 @@ def cmd_gate_plan(args) -> int:
     if plan.not_simulated:
         console.print(f"not simulated (they can only lower P(promote)): {', '.join(plan.not_simulated)}")
     console.print(f"assumptions: {plan.assumptions}")
+    for note in plan.notes:
+        console.print(f"note: {escape(note)}", highlight=False)
     for r in plan.rules:
         if r["statistic"] == "point":
             console.print(f"[yellow]rule {r['name']} decides on the point estimate: no error rate[/]")

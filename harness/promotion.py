@@ -30,7 +30,7 @@ from typing import Callable, Iterator, Mapping
 
 from harness.atomic_io import file_sha256
 from harness.errors import HarnessInputError
-from harness.gate import BLOCK, PROMOTE, CheckResult, GateDecision
+from harness.gate import BLOCK, PROMOTE, REGISTERED_VERSION, CheckResult, GateDecision
 
 EVIDENCE = "harness.evidence."  # param prefix of the recorded hashes
 CHECKPOINT = "checkpoint"  # the run's artifact folder holding its checkpoint (what the evidence hashes)
@@ -342,6 +342,16 @@ def _roll_back(tracker, model: str, alias: str, previous, version, moved: bool, 
                            + "; ".join(errors)) from exc
 
 
+def champion_baseline(tracker, champion: tuple[str, str] | None) -> dict[str, float] | None:
+    """What `against: champion` rules compare with: the champion run's recorded metrics, plus the registered
+    version it was read as (harness.gate.REGISTERED_VERSION), which a head-to-head measurement must name
+    (harness.gate.champion_mismatch). None when there is no champion."""
+    if champion is None:
+        return None
+    version, run_id = champion
+    return tracker.run_metrics(run_id) | {REGISTERED_VERSION: float(version)}
+
+
 def promote_run(tracker, registry, decide: Callable[[dict | None], GateDecision], *, cell: str,
                 seen=_UNSEEN, decision: GateDecision | None = None, version_tags: dict[str, str] | None = None,
                 hooks: Mapping[str, Callable] | None = None, lock_timeout_s: float = 600.0) -> PromotionOutcome:
@@ -361,7 +371,7 @@ def promote_run(tracker, registry, decide: Callable[[dict | None], GateDecision]
             tracker.set_tags({"harness.promoted": "false"})
             return PromotionOutcome(decision, None, current)
         if decision is None or current != seen:  # the champion moved since the decision: decide again
-            decision = decide(tracker.run_metrics(current[1]) if current else None)
+            decision = decide(champion_baseline(tracker, current))
             record_decision(tracker, decision)
         if decision.verdict != PROMOTE:
             tracker.set_tags({"harness.promoted": "false"})

@@ -68,13 +68,14 @@ def write_generations(path: Path, samples: list[dict]) -> None:
     write_text_atomic(path, "".join(json.dumps(s) + "\n" for s in samples))
 
 
-def gate_plan_for_report(config: ExperimentConfig, tracker) -> dict | None:
-    """What the gate could detect at this run's eval sizes (harness.gate_plan), logged as gate_plan.json.
-    A view, not a verdict: a failure here is recorded and the report goes on without it."""
+def gate_plan_for_report(config: ExperimentConfig, tracker, evaluated_prompts: int | None = None) -> dict | None:
+    """What the gate could detect at this run's eval sizes (harness.gate_plan), logged as gate_plan.json;
+    `evaluated_prompts`: the prompts the run evaluated (its prompt set, not a sequential stop chosen from the
+    data). A view, not a verdict: a failure here is recorded and the report goes on without it."""
     from harness.gate_plan import cached_plan
 
     try:
-        plan = cached_plan(config, config.resolved_cache_dir)
+        plan = cached_plan(config, config.resolved_cache_dir, evaluated_prompts=evaluated_prompts)
         tracker.log_json(plan, "gate_plan.json")
         return plan
     except Exception as exc:

@@ -49,6 +49,7 @@ from reports.common import (
     write_page_atomic,
 )
 from reports.headline import key_numbers
+from reports.sequential import sequential_plot, sequential_rows
 
 __all__ = ["render_experiment_report", "build_context"]
 
@@ -57,7 +58,7 @@ __all__ = ["render_experiment_report", "build_context"]
 _STDERR = "_stderr"
 _CI_LOW = "_ci_low"
 _CI_HIGH = "_ci_high"
-_SUFFIXES = (_STDERR, _CI_LOW, _CI_HIGH)
+_SUFFIXES = (_STDERR, _CI_LOW, _CI_HIGH, "_skewness", "_anytime_low", "_anytime_high", "_anytime_confidence")
 
 
 # A policy/reference length ratio at or above this is flagged in the samples table.
@@ -184,8 +185,9 @@ def _errors(raw: Any) -> list[dict]:
     return [{"name": fmt("error"), "message": text}] if text else []
 
 
-def _verdict_label(v: Any) -> tuple[str, str]:
-    """Judge preference (alpaca-eval: 1 reference, 2 policy, 1.5 tie) -> (label, css class)."""
+def _verdict_label(v: Any, baseline: str = "reference") -> tuple[str, str]:
+    """Judge preference (alpaca-eval: 1 the baseline - the reference, or the champion head to head -,
+    2 the policy, 1.5 tie) -> (label, css class)."""
     x = as_float(v)
     if x is None:
         if v is None:
@@ -198,7 +200,7 @@ def _verdict_label(v: Any) -> tuple[str, str]:
     elif x > 1.5:
         label, cls = "policy wins", "win"
     else:
-        label, cls = "reference wins", "loss"
+        label, cls = f"{baseline} wins", "loss"
     if x not in (1.0, 1.5, 2.0):
         label += f" ({fmt_float(x)})"
     return label, cls
@@ -220,6 +222,7 @@ def _samples(raw: Any) -> list[dict]:
         rtok = as_float(s.get("reference_tokens"))
         ratio = _ratio(ptok, rtok)
         label, cls = _verdict_label(s.get("verdict"))
+        champion_label, champion_cls = _verdict_label(s.get("champion_verdict"), "champion")
         rows.append(
             {
                 "index": i + 1,
@@ -228,6 +231,10 @@ def _samples(raw: Any) -> list[dict]:
                 "policy": text_or_none(s.get("policy")),
                 "verdict": label,
                 "verdict_class": cls,
+                # head to head (evals.vs_champion): the champion's answer to the same prompt, and the verdict
+                "champion": text_or_none(s.get("champion")),
+                "champion_verdict": champion_label,
+                "champion_verdict_class": champion_cls,
                 "reference_tokens": fmt(s.get("reference_tokens")),
                 "policy_tokens": fmt(s.get("policy_tokens")),
                 "ratio": (Val(f"×{ratio:.2f}") if math.isfinite(ratio) else Val("×∞")) if ratio is not None else MISSING,
@@ -362,16 +369,18 @@ _WINRATES = (("raw", "winrate/win_rate_pct", None), ("length-controlled (LC)", "
              ("style-controlled", "winrate/style_controlled_pct", "winrate/style_identified"))
 
 
-def winrate_rows(result: Any) -> dict | None:
+def winrate_rows(result: Any, evaluation: str = "winrate") -> dict | None:
     """Raw, LC and style-controlled win rates side by side, which of them a gate rule read, and why a
-    controlled one is missing (evals.winrate_stats leaves it out when the answers do not identify it)."""
+    controlled one is missing (evals.winrate_stats leaves it out when the answers do not identify it).
+    `evaluation`: "winrate" (over the reference) or "winrate_vs_champion" (head to head, the same keys)."""
     r = mapping(result)
     m = mapping(r.get("metrics"))
-    if finite(m.get("winrate/win_rate_pct")) is None:
+    if finite(m.get(f"{evaluation}/win_rate_pct")) is None:
         return None
     read_by_gate = {str(mapping(c).get("metric")) for c in seq(r.get("checks"))}
     rows = []
-    for label, key, flag in _WINRATES:
+    for label, key, flag in [(label, key.replace("winrate/", f"{evaluation}/"),
+                              flag and flag.replace("winrate/", f"{evaluation}/")) for label, key, flag in _WINRATES]:
         value = finite(m.get(key))
         reason = m.get(f"{key}_missing_reason")
         if not isinstance(reason, str) or not reason:
@@ -380,8 +389,24 @@ def winrate_rows(result: Any) -> dict | None:
                      "value": fmt(value), "stderr": fmt(finite(m.get(key + _STDERR))),
                      "lo": fmt(finite(m.get(key + _CI_LOW))), "hi": fmt(finite(m.get(key + _CI_HIGH))),
                      "gated": key in read_by_gate, "reason": fmt(reason if value is None else None)})
-    return {"rows": rows, "censored": finite(m.get("winrate/lengths_censored")) == 1.0,
+    return {"rows": rows, "censored": finite(m.get(f"{evaluation}/lengths_censored")) == 1.0,
             "gate_reads_none": not any(row["gated"] for row in rows)}
+
+
+def head_to_head_rows(result: Any) -> dict | None:
+    """The policy judged against the champion's answers on the same prompts (evals.vs_champion): the three
+    win rates, which champion (registered version and run), and the command that reproduces them."""
+    r = mapping(result)
+    table = winrate_rows(r, "winrate_vs_champion")
+    if table is None:
+        return None
+    champion = mapping(r.get("champion"))
+    version = champion.get("version")
+    if version is None and finite(mapping(r.get("metrics")).get("winrate_vs_champion/champion_version")) is not None:
+        version = f"{mapping(r.get('metrics'))['winrate_vs_champion/champion_version']:g}"
+    run_id = text_or_none(champion.get("run_id"))
+    return table | {"version": fmt(version), "champion_run": fmt(run_id),
+                    "command": f"harness compare {r.get('run_id') or 'RUN'} {run_id or 'CHAMPION_RUN'} --json"}
 
 
 def build_context(result: Any) -> dict:
@@ -396,6 +421,7 @@ def build_context(result: Any) -> dict:
     training = mapping(r.get("training"))
     training_plot = _training_plot(training.get("history"))
     length_plot, length_stats = _length_plot(r.get("samples"))
+    sequential_plot_ = sequential_plot(r.get("sequential"))
     config_text, config_format = _config_text(r.get("config"))
     n_failed = sum(c["passed"] is False for c in checks)
 
@@ -408,6 +434,8 @@ def build_context(result: Any) -> dict:
         "why": _why(checks, errors),
         "key_numbers": key_numbers(r),
         "winrates": winrate_rows(r),
+        "head_to_head": head_to_head_rows(r),
+        "champion_samples": any(s["champion"] is not None for s in samples),
         "judge_calibration": judge_calibration_box(r),
         "checks": checks,
         "n_failed": n_failed,
@@ -423,7 +451,9 @@ def build_context(result: Any) -> dict:
         "config_text": config_text,
         "config_format": config_format,
         "gate_plan": gate_plan_rows(r.get("gate_plan")),
-        "plotlyjs": plotlyjs() if (training_plot is not None or length_plot is not None) else None,
+        "sequential_rows": sequential_rows(r.get("sequential")),
+        "sequential_plot": sequential_plot_,
+        "plotlyjs": plotlyjs() if any(p is not None for p in (training_plot, length_plot, sequential_plot_)) else None,
     }
 
 

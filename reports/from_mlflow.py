@@ -3,8 +3,8 @@
 A cell run holds: metrics (evals; ``train/*`` history by step; ``data/*``; ``reference/*``),
 params (the flattened config, ``data.stats.*``, ``trl.*``), tags (``harness.cell``,
 ``harness.verdict``, ``harness.status``, ``harness.error``) and artifacts (``config.json``,
-``gate_decision.json`` and ``gate_decision_regated.json``, ``generations.jsonl``,
-``eval_errors.json``). ``load_cell_result`` turns that back into exactly the dict
+``gate_decision.json`` and ``gate_decision_regated.json``, ``generations.jsonl`` (with the champion's
+answers when the run was judged head to head, tags ``harness.vs_champion.*``), ``eval_errors.json``). ``load_cell_result`` turns that back into exactly the dict
 ``reports.experiment.render_experiment_report`` takes (the pipeline's ``result_doc``);
 runs recorded before ``config.json``/``eval_errors.json`` existed fall back to the params.
 
@@ -193,6 +193,11 @@ def load_cell_result(tracker, run_id: str) -> dict:
         "data": data,
         "errors": errors,
         "judge_calibration": _judge_calibration_info(tags),
+        "sequential": _artifact_json(tracker, run_id, "sequential.json", names) or {},
+        "gate_plan": _artifact_json(tracker, run_id, "gate_plan.json", names),
+        # the champion the head-to-head judged against (evals.vs_champion tags it); its answers are in the samples
+        "champion": {"version": tags["harness.vs_champion.version"], "run_id": tags.get("harness.vs_champion.run_id")}
+        if tags.get("harness.vs_champion.version") else None,
     }
 
 

@@ -5,10 +5,13 @@
     {"sweep": name, "run_id": parent run id,
      "cells": [result, ...],          # each exactly the dict reports.experiment renders (one cell page)
      "champion": {"cell": key, "run_id": id} or None,
-     "pareto": [cell keys on the LC-win-rate-vs-KL front] or None (then computed here)}
+     "pareto": [cell keys on the LC-win-rate-vs-KL front] or None (then computed here),
+     "selection": the one-champion rule and its outcome (harness.sweep) or None,
+     "gate_plan": harness.gate_plan's plan for the sweep (optional: else the plan its cells carry)}
 
 and writes one HTML file: a headline (the champion and whether its win survives length
-control), the verdict table (sortable by clicking a header, links to each cell's page), and
+control), the verdict table (sortable by clicking a header, links to each cell's page), what
+the sweep's gate could detect (the plan's table and the family-wise rate of an all-equal sweep), and
 plots (LC win rate against KL with the front, the champion and the reference marked; length
 distributions of each cell against the reference; training curves; domain deltas).
 
@@ -404,8 +407,10 @@ def build_sweep_context(sweep: Any, out_dir: Path, cell_pages: Mapping[str, Any]
     domain = _domain_plot(cells, keys, tasks, names)
     any_plot = any(p is not None for p in (frontier, lengths, training, domain))
     name = s.get("sweep")
+    selected = mapping(s.get("selection")).get("winner_cell")
     return {
         "selection": _selection(s.get("selection")),
+        "gate_plan": sweep_gate_plan(s, cells, keys, selected if selected not in (None, "", "-") else champion),
         "judges": _judges(cells),
         "sweep": fmt(name),
         "title": str(name) if name not in (None, "") else "sweep",
@@ -438,6 +443,58 @@ def _selection(raw: Any) -> dict | None:
             "score": _num(finite(sel.get("winner_score")), 4) if finite(sel.get("winner_score")) is not None else None,
             "promotion": fmt(sel.get("promotion")),
             "not_selected": [fmt(p) for p in passed if p != winner]}
+
+
+def _pct(x: float | None, spec: str = ".1f") -> str | None:
+    return None if x is None else format(100 * x, spec)
+
+
+def sweep_gate_plan(sweep: Mapping, cells: list[Mapping], keys: list[str], selected: str | None) -> dict | None:
+    """What this sweep's gate could detect (harness.gate_plan; the table every cell page shows), how often
+    an all-equal sweep of these cells would ship one of them (with its Monte-Carlo error), and what that
+    means for the selected champion. The plan is the sweep's own when given, else the one its cells
+    carry - the selected cell's first: cells share rules and family size, and each plan is simulated at
+    the number of prompts that cell evaluated."""
+    from reports.experiment import gate_plan_rows
+
+    carried = sorted(((k, mapping(c.get("gate_plan"))) for c, k in zip(cells, keys) if mapping(c.get("gate_plan"))),
+                     key=lambda kp: kp[0] != selected)
+    own = mapping(sweep.get("gate_plan"))
+    plan = own or (carried[0][1] if carried else {})
+    table = gate_plan_rows(plan)
+    if table is None:
+        return None
+    sizes = mapping(plan.get("sizes"))
+    evaluated = sorted({int(n) for n in (finite(mapping(p.get("sizes")).get("n_prompts")) for _, p in carried)
+                        if n is not None})
+    rate, rate_se = finite(plan.get("family_wise_rate")), finite(plan.get("family_wise_mc_stderr"))
+    level, cell_level = finite(plan.get("stated_level")), finite(plan.get("cell_level"))
+    family = finite(plan.get("family_size"))
+    return table | {
+        "source": fmt(sizes.get("n_prompts_source")),
+        "from_cell": fmt(None if own or not carried else carried[0][0]),
+        "evaluated_range": fmt(f"{evaluated[0]}-{evaluated[-1]}" if len(evaluated) > 1 else None),
+        "family_wise": fmt(_pct(rate)), "family_wise_mc": fmt(_pct(rate_se)),
+        "level": fmt(_pct(level, ".3g")), "cell_level": fmt(_pct(cell_level, ".3g")),
+        "meaning": _plan_meaning(rate, rate_se, level, int(family) if family else None, selected),
+    }
+
+
+def _plan_meaning(rate: float | None, rate_se: float | None, level: float | None, family: int | None,
+                  selected: str | None) -> str:
+    """One sentence: what the family-wise rate says about the selected champion."""
+    if rate is None or not family or family < 2:
+        return ("No family-wise rate in this plan (one cell, or a plan recorded before the sweep's was "
+                "computed): each cell's own false-promote rate is the row \"equal_quality\".")
+    odds = f"{_pct(rate)}% (± {_pct(rate_se or 0.0)}) of the time"
+    stated = f" (stated level {_pct(level, '.3g')}%)" if level is not None else ""
+    if selected is None:
+        return (f"If none of these {family} cells were better than the reference, the sweep would still promote one "
+                f"of them {odds}{stated}; this sweep selected none.")
+    return (f"If none of these {family} cells were better than the reference, the sweep would still select and "
+            f"promote one of them {odds}{stated}: that is the false-alarm rate behind {selected}'s promotion (not "
+            f"the chance that it is a false alarm). Its win rate was picked as the best of {family} on the same "
+            "prompts, so its estimate is optimistic (winner's curse): expect less on fresh prompts.")
 
 
 def _judges(cells: list[Mapping]) -> list[dict]:

@@ -206,3 +206,29 @@ def test_eval_prompts_from_a_file_are_exactly_the_prompts_evaluated(tmp_path, mo
     cell_dir = next((out / "cells").iterdir())
     evaluated = [json.loads(line)["prompt"] for line in (cell_dir / "generations.jsonl").read_text().splitlines()]
     assert evaluated == [f"Custom eval prompt {i}: {p.text}" for i, p in enumerate(made)]
+
+
+def test_a_sequential_eval_stops_early_and_agrees_with_the_full_size_run(tmp_path, model_cache, capsys):
+    """eval.sequential through the CLI: 48 prompts judged 8 at a time under a non-inferiority rule on the
+    raw win rate; the tiny cell's answers mostly tie, which the anytime bound shows well inside the
+    30-point margin before the budget. The same cell judged on every prompt reaches the same verdict."""
+    common = ["experiments/tiny.yaml", "--set", f"cache_dir={model_cache}", "--set", "training.max_steps=2",
+              "--set", "eval.domain_tasks=[]", "--set", "eval.n_prompts=48",
+              "--set", "gate.rules=[{name: raw_not_worse, metric: winrate/win_rate_pct, max_regression: 30}]", "--json"]
+    runs = {}
+    for name, extra in (("sequential", ["--set", "eval.sequential.batch_prompts=8"]), ("full", [])):
+        code = main(["run", *common, "--set", f"output_dir={tmp_path / name}", *extra])
+        runs[name] = (code, json.loads(capsys.readouterr().out))
+    seq_code, seq = runs["sequential"]
+    full_code, full = runs["full"]
+    m = seq["metrics"]
+    assert m["winrate/sequential_stopped_early"] == 1.0
+    assert m["winrate/sequential_prompts_used"] < 48 == m["winrate/sequential_max_prompts"]
+    assert m["winrate/sequential_judge_calls"] == 2 * m["winrate/sequential_prompts_used"] == 2 * m["winrate/n"]
+    assert full["metrics"]["winrate/n"] == 48 and "winrate/sequential_prompts_used" not in full["metrics"]
+    assert seq["verdict"] == full["verdict"] and seq_code == full_code
+    (check,) = [c for c in seq["checks"] if c["name"] == "raw_not_worse"]
+    assert "anytime-valid" in check["reason"]
+    # the page shows the bound against the prompts judged, with the stop
+    page = (next((tmp_path / "sequential" / "cells").iterdir()) / "report.html").read_text()
+    assert "plot-sequential" in page and "stopped at" in page

@@ -90,3 +90,25 @@ def test_kl_through_the_real_sampler_and_scorer_matches_the_exact_first_token_kl
     assert exact > 0.05
     for name in ("kl/seq_kl_k1", "kl/seq_kl_k3"):
         assert abs(estimate[name] - exact) < 3 * estimate[f"{name}_stderr"], (name, estimate[name], exact)
+
+
+def test_the_recorded_skewness_is_the_adjusted_sample_skewness():
+    """What the gate's skew-aware KL bound reads (harness.gate.confidence_limit): G1, as scipy computes it."""
+    import numpy as np
+    from scipy.stats import skew
+
+    from evals.kl import KLEstimate
+    from evals.metrics import sample_skewness
+
+    rng = np.random.default_rng(0)
+    for n in (3, 8, 16, 64):
+        values = rng.gamma(0.7, 2.0, n).tolist()
+        expected = float(skew(values, bias=False))
+        assert math.isclose(sample_skewness(values, sum(values) / n), expected, rel_tol=1e-9)
+        summary = KLEstimate(seq_k1=[-v for v in values], seq_k3=values, n_tokens=n).summary()
+        assert math.isclose(summary["kl/seq_kl_k3_skewness"], expected, rel_tol=1e-9)
+        assert math.isclose(summary["kl/seq_kl_k1_skewness"], -expected, rel_tol=1e-9)
+        assert summary["kl/n_samples"] == n
+    # no spread: nothing to correct (a no-change cell's bound is its mean); two distinct values: undefined
+    assert sample_skewness([0.0] * 5, 0.0) == 0.0 and sample_skewness([0.0, 0.0], 0.0) == 0.0
+    assert math.isnan(sample_skewness([0.0, 1.0], 0.5))

@@ -47,7 +47,14 @@ def record_fake_run(tracker, config, metrics: dict[str, float], *, cell: str, ta
     `checkpoint_upload(tracker, folder)` replaces the checkpoint upload (fault injection)."""
     import tempfile
 
-    from harness.promotion import files_under, load_recorded, record_decision, record_evidence, regate
+    from harness.promotion import (
+        champion_baseline,
+        files_under,
+        load_recorded,
+        record_decision,
+        record_evidence,
+        regate,
+    )
     from harness.recording import redacted_config, reference_baseline
     from harness.tracking import flatten
 
@@ -67,7 +74,7 @@ def record_fake_run(tracker, config, metrics: dict[str, float], *, cell: str, ta
         (checkpoint_upload or (lambda t, f: t.log_artifact(f, "checkpoint")))(tracker, folder)
         recorded = load_recorded(tracker, tracker.run_id)
         champion = tracker.champion(config.registry.model_name, config.registry.alias)
-        decision = regate(recorded, tracker.run_metrics(champion[1]) if champion else None)
+        decision = regate(recorded, champion_baseline(tracker, champion))
         record_decision(tracker, decision)
         record_evidence(tracker, files_under(folder))
     tracker.set_tags({"harness.status": "finished"})

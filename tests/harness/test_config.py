@@ -98,6 +98,9 @@ def _load_problems(**raw) -> str:
     ({"eval": {"domain_tasks": ["harness_arith"]}}, "did you mean 'harness_arith_mc'"),
     ({"eval": {"domain_tasks": ["ifeval_local"], "ifeval": {"data_file": "/nonexistent/input.jsonl"}}},
      "eval.ifeval.data_file: /nonexistent/input.jsonl is not a file"),
+    ({"eval": {"n_prompts": 24, "sequential": {"max_prompts": 48}}}, "exceeds eval.n_prompts (24)"),
+    ({"eval": {"sequential": {"batch_prompts": 0}}}, "batch_prompts"),
+    ({"eval": {"sequential": {"confidence": 1.0}}}, "confidence"),
 ])
 def test_what_would_fail_after_training_fails_at_load(raw, fragment):
     assert fragment in _load_problems(**raw)

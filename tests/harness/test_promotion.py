@@ -23,8 +23,11 @@ from tests.harness.fake_cells import base_config, lc_metrics, record_fake_run
 MODEL = "race-model"
 REGISTRY = RegistryConfig(model_name=MODEL)
 # the champion rule is REQUIRED: a cell must be shown better than the champion (upper bound of the drop < 0)
+# the champion rule is unpaired (two recorded numbers, both errors) so that "the better one" is defined by
+# the runs alone; a head-to-head win rate measured against a champion that then moved fails closed instead
+# (tests/evals/test_vs_champion.py)
 RACE_RULES = [{"name": "lc_floor", "metric": "winrate/lc_win_rate_pct", "min": 50},
-              {"name": "beats_champion", "metric": "winrate/lc_win_rate_pct", "max_regression": 0.0,
+              {"name": "beats_champion", "metric": "domain_arith_mc/acc", "max_regression": 0.0,
                "against": "champion"}]
 
 
@@ -34,7 +37,8 @@ def _tracker(out, uri=None) -> Tracker:
 
 def _run(tracker, out, name, lc, *, rules=None, **kw):
     config = base_config(out, rules=rules, model_name=MODEL)
-    return record_fake_run(tracker, config, lc_metrics(lc, 1.0), cell=name, **kw)[0]
+    accuracy = {"domain_arith_mc/acc": lc / 100, "domain_arith_mc/acc_stderr": 0.001}
+    return record_fake_run(tracker, config, lc_metrics(lc, 1.0, **accuracy), cell=name, **kw)[0]
 
 
 def _promote(tracker, run_id, **kw):

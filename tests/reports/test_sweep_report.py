@@ -1,6 +1,8 @@
 """The sweep page: verdict table, links, front, plots; renders anything, escapes everything."""
 from __future__ import annotations
 
+import html
+import json
 import re
 from pathlib import Path
 
@@ -183,3 +185,71 @@ def test_the_sweep_page_says_whether_its_judge_is_calibrated(tmp_path: Path) -> 
     html = render_sweep_report(data, tmp_path / "c.html").read_text(encoding="utf-8")
     assert "calibrated against human labels (hh-rlhf sample)" in html and "71.2" in html
     assert "judge-uncalibrated" not in html and "uncalibrated</strong>" not in html
+
+
+def _plan_section(html: str) -> str:
+    found = re.search(r'<section id="gate-plan">(.*?)</section>', html, re.S)
+    assert found, "the sweep page has no gate-plan section"
+    return " ".join(found.group(1).split())
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep_plan(tmp_path_factory) -> dict:
+    """harness.gate_plan's plan for experiments/tiny_sweep.yaml (4 cells: each at 5%/4), as every cell of that
+    sweep records it, simulated at 20 evaluated prompts (not the config's 12)."""
+    from harness.gate_plan import cached_plan
+    from harness.plan_command import load_plan_target
+
+    config = load_plan_target(str(Path(__file__).resolve().parents[2] / "experiments" / "tiny_sweep.yaml"), [])
+    return cached_plan(config, tmp_path_factory.mktemp("plans"), sims=60, evaluated_prompts=20)
+
+
+def test_the_sweep_page_shows_its_gate_plan_with_the_family_wise_rate(tmp_path: Path, tiny_sweep_plan) -> None:
+    plan = tiny_sweep_plan
+    assert plan["family_size"] == 4 and plan["sizes"]["n_prompts"] == 20 and plan["family_wise_rate"] is not None
+    data = sweep()
+    data["selection"] = {"rule": "highest lower 95% confidence bound of winrate/lc_win_rate_pct",
+                         "winner_cell": "dpo-b0.5-s0-bbb", "promotion": "promoted as version 1", "passed": []}
+    for c in data["cells"]:
+        c["gate_plan"] = plan
+    section = _plan_section(render_sweep_report(data, tmp_path / "r.html").read_text(encoding="utf-8"))
+    assert "60 simulated cells per row, at 20 eval prompts" in section and "20 prompts, as the run evaluated" in section
+    for s in plan["scenarios"]:  # every row of the plan, its promote rate and Monte-Carlo error
+        row = re.search(rf"{s['scenario']}: .*?</tr>", section)
+        assert row and f"{100 * s['promote_rate']:.1f}%" in row.group(0) and f"±{100 * s['mc_stderr']:.1f}" in row.group(0)
+    family = re.search(r'<tr id="family-wise">.*?</tr>', section).group(0)
+    assert f"{100 * plan['family_wise_rate']:.1f}%" in family and f"±{100 * plan['family_wise_mc_stderr']:.1f}" in family
+    assert "1.25% of 5%, 4 cells" in section  # each cell's share of the stated level
+    # one sentence on what it means for the selected champion (the selection's winner, not the star)
+    meaning = html.unescape(re.search(r'<p class="note" id="gate-plan-meaning">(.*?)</p>', section).group(1))
+    assert f"{100 * plan['family_wise_rate']:.1f}% (± {100 * plan['family_wise_mc_stderr']:.1f}) of the time" in meaning
+    assert "stated level 5%" in meaning and "dpo-b0.5-s0-bbb's promotion" in meaning and "winner's curse" in meaning
+    assert 'href="#gate-plan"' in render_sweep_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
+
+
+def test_the_sweep_plan_prefers_its_own_then_the_selected_cells(tmp_path: Path, tiny_sweep_plan) -> None:
+    data = sweep()  # no selection: the champion (aaa) is the selected cell
+    small = json.loads(json.dumps(tiny_sweep_plan))
+    small["sizes"] |= {"n_prompts": 18, "n_prompts_source": "18 prompts, as the run evaluated"}
+    data["cells"][0]["gate_plan"] = small
+    data["cells"][1]["gate_plan"] = tiny_sweep_plan
+    section = _plan_section(render_sweep_report(data, tmp_path / "a.html").read_text(encoding="utf-8"))
+    assert "at 18 eval prompts" in section and "dpo-b0.1-s0-aaa" in section and "evaluated 18-20 prompts" in section
+    assert "dpo-b0.1-s0-aaa&#39;s promotion" in section
+    data["gate_plan"] = tiny_sweep_plan  # the sweep's own plan wins, and names no cell
+    section = _plan_section(render_sweep_report(data, tmp_path / "b.html").read_text(encoding="utf-8"))
+    assert "at 20 eval prompts" in section and "the plan of cell" not in section
+    data["champion"] = None
+    section = _plan_section(render_sweep_report(data, tmp_path / "c.html").read_text(encoding="utf-8"))
+    assert "this sweep selected none" in section
+
+
+def test_no_plan_no_section_and_a_hostile_cell_key_stays_text(tmp_path: Path, tiny_sweep_plan) -> None:
+    html = render_sweep_report(sweep(), tmp_path / "none.html").read_text(encoding="utf-8")
+    assert 'id="gate-plan"' not in html and 'href="#gate-plan"' not in html
+    data = sweep(EVIL)
+    data["cells"][0]["cell"] = f"cell {EVIL}"
+    data["champion"] = {"cell": f"cell {EVIL}", "run_id": None}
+    data["cells"][0]["gate_plan"] = tiny_sweep_plan
+    section = _plan_section(_body(render_sweep_report(data, tmp_path / "e.html").read_text(encoding="utf-8")))
+    assert "<script>window" not in section and "&lt;script&gt;window.__xss=1&lt;/script&gt;" in section

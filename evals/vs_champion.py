@@ -1,0 +1,85 @@
+"""Head to head with the champion: the candidate's greedy answers judged against the registered champion's
+answers to the same eval prompts, in both orders, by the win-rate eval's judge and statistics.
+
+"Ship it" means "better than what ships now", a paired question: is the candidate's answer better than the
+champion's to the same prompt? Two win rates each measured against its own reference, on different
+samples, do not answer it. The champion's answers come from the pipeline (`EvalContext.champion_out`: its
+registered checkpoint rebuilt on its base model, or its answers served from the generation cache by its
+fingerprint, harness.compare); this module only judges. `head_to_head` is also what `harness compare
+CANDIDATE CHAMPION` calls, so the command reproduces a run's numbers exactly.
+
+Recorded as `winrate_vs_champion/<metric>`: the `winrate/*` set (raw, LC and style-controlled win rates with
+stderr, 95% intervals, identified flags; 50 = as good as the champion), plus
+`winrate_vs_champion/champion_version`, the registered version judged against. The gate
+(harness.gate.rules_vs_champion) reads these for a rule `against: champion` on a win rate, and refuses
+a head-to-head measured against a champion that has been replaced since.
+
+Runs when a champion exists. In iterative rounds >= 2 the champion is the previous round, which is also
+the round's reference, so its answers are the reference's (the same generation-cache entry) and the
+head-to-head equals the win rate over the reference; it is still recorded, because a rule `against:
+champion` reads it there as everywhere.
+"""
+from __future__ import annotations
+
+from evals import pairwise  # noqa: F401  (the winrate/* metrics must be registered first)
+from evals.context import EvalContext, EvalOutput
+from evals.judges import JudgeItem
+from evals.metrics import METRICS, register_metric
+from evals.pairwise import winrate_eval
+from evals.registry import register_eval
+
+HEAD_TO_HEAD = "winrate_vs_champion"
+CHAMPION_VERSION = f"{HEAD_TO_HEAD}/champion_version"
+# the win rates a rule `against: champion` reads head to head (harness.gate.rules_vs_champion)
+COMPARED = ("winrate/win_rate_pct", "winrate/lc_win_rate_pct", "winrate/style_controlled_pct")
+
+for _key in list(METRICS):
+    _eval, _metric = _key.split("/", 1)
+    # the sequential eval's bookkeeping is not copied: the head-to-head judges every prompt (fixed n)
+    if _eval == "winrate" and not _metric.startswith("sequential_") and f"{HEAD_TO_HEAD}/{_metric}" not in METRICS:
+        _spec = METRICS.get(_key)
+        register_metric(f"{HEAD_TO_HEAD}/{_metric}", higher_is_better=_spec.higher_is_better, unit=_spec.unit,
+                        description=f"{_spec.description} (against the champion's answers: 50 = as good as it)",
+                        missing_reason=_spec.missing_reason, neutral=_spec.neutral)
+register_metric(CHAMPION_VERSION, higher_is_better=None, unit="version",
+                description="the registered champion version the head-to-head judged against (a decision against "
+                            "another champion cannot use it)")
+
+
+def head_to_head(prompts: list, baseline: list, candidate: list, eval_config, *, seed: int,
+                 cache_dir) -> tuple[dict[str, float], list[float]]:
+    """`candidate`'s answers judged against `baseline`'s on the same prompts (objects with `.text`; the rule
+    judge reads their instructions): both orders, the baseline in the reference's seat, the judge and
+    statistics of `eval_config` (an ExperimentConfig.eval). Keys `winrate/*`: the candidate's win rate over
+    the baseline; the per-prompt verdicts (1 baseline wins, 2 candidate wins, 1.5 tie)."""
+    items = [JudgeItem(p.text, b.text, c.text, p) for p, b, c in zip(prompts, baseline, candidate)]
+    return winrate_eval(items, eval_config.judge, n_bootstrap=eval_config.n_bootstrap, seed=seed, cache_dir=cache_dir,
+                        verbosity_gap_pct=eval_config.verbosity_gap_pct,
+                        hit_limit=([b.hit_limit for b in baseline], [c.hit_limit for c in candidate]),
+                        max_truncated_pct=eval_config.max_truncated_pct)
+
+
+def as_vs_champion(summary: dict) -> dict:
+    """`winrate/lc_win_rate_pct_ci_low` -> `winrate_vs_champion/lc_win_rate_pct_ci_low` (missing reasons ride along)."""
+    return {f"{HEAD_TO_HEAD}/{key.split('/', 1)[1]}": value for key, value in summary.items()}
+
+
+def _has_champion(ctx: EvalContext) -> bool:
+    return ctx.champion is not None
+
+
+@register_eval(HEAD_TO_HEAD, owns=(f"{HEAD_TO_HEAD}/",), when=_has_champion)
+def winrate_vs_champion(ctx: EvalContext) -> EvalOutput:
+    assert ctx.champion is not None  # `when` runs this only with a champion
+    version, run_id = ctx.champion
+    champion_out = ctx.champion_out
+    if len(champion_out) != len(ctx.prompts):
+        raise ValueError(f"the champion answered {len(champion_out)} of {len(ctx.prompts)} eval prompts")
+    summary, verdicts = head_to_head(ctx.prompts, champion_out, ctx.policy_out, ctx.eval, seed=ctx.config.seed,
+                                     cache_dir=ctx.cache_dir)
+    metrics = as_vs_champion(summary) | {CHAMPION_VERSION: float(version)}
+    # the report's three-way picture: the champion's answer and verdict beside the reference's and the policy's
+    samples = [{"champion": c.text, "champion_tokens": c.n_tokens, "champion_verdict": v}
+               for c, v in zip(champion_out, verdicts)]
+    return EvalOutput(metrics, extras={"champion_samples": samples, "champion": {"version": version, "run_id": run_id}},
+                      tags={"harness.vs_champion.version": version, "harness.vs_champion.run_id": run_id})

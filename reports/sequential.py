@@ -1,0 +1,65 @@
+"""The cell page's picture of a sequential eval (eval.sequential): for each win-rate rule, its anytime
+bounds against the number of prompts judged, the rule's threshold, and where the eval stopped.
+
+Input: the result document's `sequential` entry, {eval: [MetricSequence.to_dict(), ...]}
+(evals.sequential), written by the pipeline and logged as the run's `sequential.json` artifact.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from markupsafe import Markup
+
+from reports.common import fig_html, finite, fmt, layout, mapping, seq
+
+_PALETTE = ["#4c6ef5", "#2f9e44", "#ae3ec9", "#f76707", "#e03131"]
+
+
+def sequential_rows(raw: Any) -> list[dict]:
+    """One row per sequence a rule decided: metric, rule, status, prompts used, the last bounds."""
+    rows = []
+    for name, sequences in mapping(raw).items():
+        for s in seq(sequences):
+            s = mapping(s)
+            looks = [mapping(look) for look in seq(s.get("looks"))]
+            if not s.get("decides") or not looks:
+                continue
+            rule = mapping(s.get("rule"))
+            confidence = finite(rule.get("confidence"))
+            rows.append({"eval": name, "metric": str(s.get("metric", "")), "rule": str(rule.get("name", "")),
+                         "kind": str(rule.get("kind", "")), "threshold": fmt(finite(rule.get("threshold"))),
+                         "confidence": fmt(None if confidence is None else f"{100 * confidence:.4g}%"),
+                         "status": str(s.get("status", "")), "method": str(s.get("method", "")),
+                         "n": fmt(looks[-1].get("n")), "max_n": fmt(s.get("max_n")),
+                         "low": fmt(finite(looks[-1].get("low"))), "high": fmt(finite(looks[-1].get("high")))})
+    return rows
+
+
+def sequential_plot(raw: Any) -> Markup | None:
+    """Bounds (lines) of every rule-deciding sequence against prompts judged, its threshold (dotted) and
+    the stop (a vertical line)."""
+    sequences = [mapping(s) for _, group in mapping(raw).items() for s in seq(group) if mapping(s).get("decides")]
+    sequences = [s for s in sequences if seq(s.get("looks"))]
+    if not sequences:
+        return None
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    stop = 0
+    for j, s in enumerate(sequences):
+        looks = [mapping(look) for look in seq(s.get("looks"))]
+        rule: Mapping = mapping(s.get("rule"))
+        color = _PALETTE[j % len(_PALETTE)]
+        label = f"{s.get('metric')} ({rule.get('name') or rule.get('kind')})"
+        ns = [look.get("n") for look in looks]
+        stop = max(stop, max(int(n) for n in ns))
+        side = "low" if rule.get("kind") == "min" else "high"
+        fig.add_trace(go.Scatter(x=ns, y=[finite(look.get(side)) for look in looks], mode="lines+markers",
+                                 name=f"{label}: {'lower' if side == 'low' else 'upper'} bound",
+                                 line={"color": color, "width": 2}, marker={"size": 5}))
+        threshold = finite(rule.get("threshold"))
+        if threshold is not None:
+            fig.add_hline(y=threshold, line={"color": color, "dash": "dot", "width": 1})
+    fig.add_vline(x=stop, line={"color": "#868e96", "dash": "dash"}, annotation_text=f"stopped at {stop}")
+    layout(fig, 340, xaxis_title="prompts judged", yaxis_title="anytime-valid bound")
+    return fig_html(fig, "plot-sequential", 340)

@@ -1,0 +1,133 @@
+"""`harness gate plan` at the size a run actually evaluates: the prompt set is sized as the run sizes it
+(a file counted, deduplicated, its limit applied; heldout split by hand; hf assumed and said so), a run's
+report simulates the count it judged, and the family-wise rate of an all-equal sweep comes out of one
+batch of cells with the value probability says it must have."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from harness import gate_plan
+from harness.config import GateRule, load_config
+from harness.gate_plan import Sizes, cached_plan, plan_gate, prompt_count
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+
+
+def _prompts_file(path: Path, n_distinct: int, duplicates: int = 0) -> Path:
+    rows = [{"prompt": f"Describe object number {i} in one sentence."} for i in range(n_distinct)]
+    rows += [{"prompt": f"describe object number {i} in one sentence"} for i in range(duplicates)]  # same, normalised
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _tiny(**overrides):
+    return load_config(EXPERIMENTS / "tiny.yaml", [f"{k}={v}" for k, v in overrides.items()])
+
+
+def test_a_prompts_file_is_simulated_at_its_own_size_not_n_prompts(tmp_path, monkeypatch):
+    """tiny.yaml says eval.n_prompts 16; its prompts file holds 31 rows, one a duplicate (the run dedupes):
+    the plan must simulate 30 prompts, and every simulated cell's win rate must rest on 30 verdicts."""
+    config = _tiny(**{"eval.prompts": _prompts_file(tmp_path / "eval.jsonl", 30, duplicates=1)})
+    assert config.eval.n_prompts == 16
+    seen = []
+    real = gate_plan.simulate_cell
+
+    def spy(scenario, sizes, rng):
+        summary, reference = real(scenario, sizes, rng)
+        seen.append(summary["winrate/n"])
+        return summary, reference
+
+    monkeypatch.setattr(gate_plan, "simulate_cell", spy)
+    plan = plan_gate(config, sims=20, effects_pct=[20], regressions=[], search_sims=0)
+    assert plan.sizes["n_prompts"] == 30 and plan.sizes["n_prompts_exact"] is True
+    assert "eval.jsonl" in plan.sizes["n_prompts_source"] and "30 prompts" in plan.sizes["n_prompts_source"]
+    assert seen and set(seen) == {30.0}
+
+
+def test_a_file_limit_and_alpaca_eval_outputs_are_counted_as_the_run_reads_them(tmp_path):
+    config = _tiny()
+    config.eval.prompts = {"name": "file", "path": str(_prompts_file(tmp_path / "p.jsonl", 30)), "limit": 9}
+    assert prompt_count(config)[:1] == (9,)
+    outputs = [{"instruction": f"Question {i}?", "output": f"Answer {i}.", "generator": "base"} for i in range(7)]
+    (tmp_path / "outputs.json").write_text(json.dumps(outputs))
+    config.eval.prompts = {"name": "alpaca_eval", "baseline_outputs": str(tmp_path / "outputs.json")}
+    n, source, exact = prompt_count(config)
+    assert (n, exact) == (7, True) and "alpaca_eval" in source
+
+
+def test_heldout_of_a_local_data_file_is_counted_by_the_split(tmp_path):
+    """40 pairs on 40 distinct prompts, eval_fraction 0.25: round(40 * 0.25) = 10 prompts held out, fewer
+    than eval.n_prompts (16), so 10 are evaluated."""
+    pairs = [{"prompt": f"Name a fruit, take {i}.", "chosen": "An apple.", "rejected": "No."} for i in range(40)]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    config = _tiny(**{"data.source": data, "data.eval_fraction": 0.25})
+    config.eval.prompts = "heldout"  # (the rule judge would refuse these at load: the count is what is tested)
+    n, source, exact = prompt_count(config)
+    assert (n, exact) == (10, True) and "heldout" in source
+
+
+def test_heldout_of_builtin_data_and_hub_sets_are_assumed_and_say_so():
+    config = _tiny()  # builtin:verifiable, 48 prompts, eval_fraction 0.15: round(7.2) = 7 held out at most
+    config.eval.prompts = "heldout"
+    n, source, exact = prompt_count(config)
+    assert (n, exact) == (7, False) and "assumed" in source
+    config.eval.prompts = "hf:someone/prompts"
+    n, source, exact = prompt_count(config)
+    assert (n, exact) == (16, False) and "assumed" in source and "not downloaded" in source
+    config.eval.prompts = {"name": "hf", "dataset": "someone/prompts", "limit": 50}
+    assert prompt_count(config)[:1] == (50,)
+    plan = plan_gate(config, sims=20, effects_pct=[], regressions=[], search_sims=0)
+    assert plan.sizes["n_prompts"] == 50 and any("assumed" in note for note in plan.notes)
+
+
+def test_the_report_plan_uses_the_count_the_run_evaluated_and_caches_by_it(tmp_path):
+    config = _tiny()
+    first = cached_plan(config, tmp_path, sims=20, evaluated_prompts=11)
+    assert first["sizes"]["n_prompts"] == 11 and "as the run evaluated" in first["sizes"]["n_prompts_source"]
+    assert cached_plan(config, tmp_path, sims=20, evaluated_prompts=11) == first  # read back, not recomputed
+    other = cached_plan(config, tmp_path, sims=20)  # before a run: the config's own size
+    assert other["sizes"]["n_prompts"] == 16
+    assert len(list((tmp_path / "gate_plans").glob("*.json"))) == 2
+
+
+def test_gate_plan_cli_states_the_size_it_simulated(tmp_path, capsys):
+    from harness.cli import main
+
+    prompts = _prompts_file(tmp_path / "eval.jsonl", 21)
+    args = ["gate", "plan", str(EXPERIMENTS / "tiny.yaml"), "--set", f"eval.prompts={prompts}", "--sims", "20",
+            "--effects", "20", "--regressions", ""]
+    main([*args, "--json"])
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["sizes"]["n_prompts"] == 21 and payload["sizes"]["n_prompts_exact"] is True
+    main(args)
+    assert "simulated at 21 eval prompts" in " ".join(capsys.readouterr().out.split())
+
+
+def _p_more_wins_than_losses(n: int, p_win: float, p_tie: float) -> float:
+    """P(wins > losses) among n prompts with P(win) = P(loss) = p_win: by symmetry half of P(wins != losses)."""
+    equal = sum(math.factorial(n) / (math.factorial(k) ** 2 * math.factorial(n - 2 * k))
+                * p_win ** (2 * k) * p_tie ** (n - 2 * k) for k in range(n // 2 + 1))
+    return (1 - equal) / 2
+
+
+def test_the_family_wise_rate_from_one_batch_matches_probability():
+    """A point rule on the raw win rate (strict min 50) passes an equal-quality cell exactly when it wins
+    more prompts than it loses: p = P(W > L) by hand; a sweep of 4 independent such cells ships one with
+    probability 1 - (1 - p)^4. Both simulated rates must sit within 4 Monte-Carlo errors of these."""
+    config = _tiny()
+    config.gate.rules = [GateRule(name="raw_point", metric="winrate/win_rate_pct", min=50, statistic="point",
+                                  strict=True)]
+    n, sims, family = 12, 300, 4
+    p = _p_more_wins_than_losses(n, (1 - gate_plan.TIE_SHARE) / 2, gate_plan.TIE_SHARE)
+    plan = plan_gate(config, sims=sims, effects_pct=[], regressions=[], family_size=family, search_sims=0,
+                     sizes=Sizes(n, {}))
+    equal = next(s for s in plan.scenarios if s.scenario == "equal_quality")
+    assert equal.promote_rate == pytest.approx(p, abs=4 * math.sqrt(p * (1 - p) / sims))
+    truth = 1 - (1 - p) ** family
+    assert plan.family_wise_rate == pytest.approx(truth, abs=4 * math.sqrt(truth * (1 - truth) / sims))
+    assert plan.family_wise_mc_stderr == pytest.approx(
+        math.sqrt(plan.family_wise_rate * (1 - plan.family_wise_rate) / sims))
+    assert (plan.family_size, plan.cell_level) == (family, plan.stated_level / family)
