@@ -57,29 +57,19 @@ def is_censored(policy_hit_limit: list[bool], reference_hit_limit: list[bool],
     return max(truncated_pct(policy_hit_limit), truncated_pct(reference_hit_limit)) > max_truncated_pct
 
 
-def ratio_of_means(policy: list[float], reference: list[float]) -> tuple[float, float]:
-    """mean(policy) / mean(reference) over the same prompts, with its delta-method standard error
-    (paired: each prompt's influence is (p_i - r * q_i) / mean(q)); what a length-ratio ceiling reads."""
+def ratio_of_means(policy: list[float], reference: list[float]) -> tuple[float, float, float]:
+    """mean(policy) / mean(reference) over the same prompts, what a length-ratio ceiling reads: (ratio, its
+    delta-method standard error, the skewness of the per-prompt influence values (p_i - r * q_i) / mean(q)).
+    Lengths are right-skewed, and the normal bound of a skewed mean under-covers on the long side (87-93% at
+    a nominal 95% at 12-32 prompts, docs/gate_validity.md); harness.gate widens the bound by the skewness."""
     n, ref_mean = len(policy), statistics.fmean(reference)
     if not ref_mean:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), float("nan")
     ratio = statistics.fmean(policy) / ref_mean
     if n < 2:
-        return ratio, float("nan")
+        return ratio, float("nan"), float("nan")
     influence = [(p - ratio * q) / ref_mean for p, q in zip(policy, reference)]
-    return ratio, statistics.stdev(influence) / math.sqrt(n)
-
-
-def ratio_influence_skewness(policy: list[float], reference: list[float]) -> float:
-    """Skewness of the ratio's per-prompt influence values: lengths are right-skewed, and the normal
-    bound of a skewed mean under-covers on the long side (87-93% at a nominal 95% at 12-32 prompts,
-    docs/gate_validity.md); harness.gate widens the bound by it (skew_aware_limit)."""
-    ref_mean = statistics.fmean(reference) if reference else 0.0
-    if not ref_mean:
-        return float("nan")
-    ratio = statistics.fmean(policy) / ref_mean
-    influence = [(p - ratio * q) / ref_mean for p, q in zip(policy, reference)]
-    return sample_skewness(influence, statistics.fmean(influence))
+    return ratio, statistics.stdev(influence) / math.sqrt(n), sample_skewness(influence, statistics.fmean(influence))
 
 
 def length_summary(policy_tokens: list[int], reference_tokens: list[int],
@@ -96,9 +86,9 @@ def length_summary(policy_tokens: list[int], reference_tokens: list[int],
         out[f"length/{who}_p90_tokens"] = _p90(toks)
         out[f"length/{who}_mean_chars"] = statistics.fmean(chars)
     for unit, pol, ref in (("tokens", policy_tokens, reference_tokens), ("chars", policy_chars, reference_chars)):
-        ratio, stderr = ratio_of_means(pol, ref)
+        ratio, stderr, skewness = ratio_of_means(pol, ref)
         out[f"length/ratio_{unit}"], out[f"length/ratio_{unit}_stderr"] = ratio, stderr
-        out[f"length/ratio_{unit}_skewness"] = ratio_influence_skewness(pol, ref)
+        out[f"length/ratio_{unit}_skewness"] = skewness
         out[f"length/ratio_{unit}_n"] = float(len(pol))
     if policy_hit_limit is None or reference_hit_limit is None:
         return out

@@ -68,17 +68,32 @@ def winrate_eval(items: list[JudgeItem], judge="rule", *, n_bootstrap: int, seed
     return summary, verdicts
 
 
+def judge_items(prompts: list, baseline: list, candidate: list) -> list[JudgeItem]:
+    """One item per prompt, the baseline in the reference's seat (output_1); prompts keep their verifiers,
+    which the rule judge reads."""
+    return [JudgeItem(p.text, b.text, c.text, p) for p, b, c in zip(prompts, baseline, candidate)]
+
+
+def head_to_head(prompts: list, baseline: list, candidate: list, eval_config, *, seed: int, cache_dir,
+                 swap: PositionSwap | None = None) -> tuple[dict[str, float], list[float]]:
+    """`candidate`'s answers (Completions) judged against `baseline`'s on the same prompts, both orders, with
+    the judge and statistics of `eval_config` (an ExperimentConfig.eval): `winrate/*` keys, the candidate's
+    win rate over the baseline, and the per-prompt verdicts. The one judging path of the win rate over the
+    reference or the start, the head-to-head with the champion and `harness compare`."""
+    return winrate_eval(judge_items(prompts, baseline, candidate), eval_config.judge,
+                        n_bootstrap=eval_config.n_bootstrap, seed=seed, cache_dir=cache_dir,
+                        verbosity_gap_pct=eval_config.verbosity_gap_pct,
+                        hit_limit=([b.hit_limit for b in baseline], [c.hit_limit for c in candidate]),
+                        max_truncated_pct=eval_config.max_truncated_pct, swap=swap)
+
+
 def judged_winrate(ctx: EvalContext, baseline_out: list, n: int | None = None,
                    swap: PositionSwap | None = None) -> tuple[dict[str, float], list[float]]:
     """The policy's greedy answers judged against `baseline_out` (the reference's, or the start's): on the
     first `n` prompts when given (a sequential eval's stop), with verdicts already judged when given."""
-    e = ctx.eval
     n = len(ctx.prompts) if n is None else n
-    items = [JudgeItem(p.text, r.text, o.text, p) for p, r, o in zip(ctx.prompts, baseline_out, ctx.policy_out)][:n]
-    return winrate_eval(items, e.judge, n_bootstrap=e.n_bootstrap, seed=ctx.config.seed, cache_dir=ctx.cache_dir,
-                        verbosity_gap_pct=e.verbosity_gap_pct,
-                        hit_limit=([r.hit_limit for r in baseline_out[:n]], [o.hit_limit for o in ctx.policy_out[:n]]),
-                        max_truncated_pct=e.max_truncated_pct, swap=swap)
+    return head_to_head(ctx.prompts[:n], baseline_out[:n], ctx.policy_out[:n], ctx.eval, seed=ctx.config.seed,
+                        cache_dir=ctx.cache_dir, swap=swap)
 
 
 # the raw win rate is the mean of bounded per-prompt win scores: a betting confidence sequence applies;
@@ -91,7 +106,7 @@ def sequential_winrate(ctx: EvalContext, baseline_out: list) -> EvalOutput:
     metric (ctx.sequential_targets) is decided by its anytime-valid bound, or at the budget. The usual
     summary on the prompts judged, plus the anytime bounds the gate must read (evals.sequential)."""
     e, seq = ctx.eval, ctx.eval.sequential
-    items = [JudgeItem(p.text, r.text, o.text, p) for p, r, o in zip(ctx.prompts, baseline_out, ctx.policy_out)]
+    items = judge_items(ctx.prompts, baseline_out, ctx.policy_out)
     budget = min(seq.max_prompts or len(items), len(items))
     judge = build_judge(e.judge, cache_dir=ctx.cache_dir)
     targets = {m: rules for m, rules in ctx.sequential_targets.items() if m.startswith("winrate/")}

@@ -5,7 +5,7 @@ answers to the same eval prompts, in both orders, by the win-rate eval's judge a
 champion's to the same prompt? Two win rates each measured against its own reference, on different
 samples, do not answer it. The champion's answers come from the pipeline (`EvalContext.champion_out`: its
 registered checkpoint rebuilt on its base model, or its answers served from the generation cache by its
-fingerprint, harness.compare); this module only judges. `head_to_head` is also what `harness compare
+fingerprint, harness.compare); this module only judges, with evals.pairwise.head_to_head, which is also what `harness compare
 CANDIDATE CHAMPION` calls, so the command reproduces a run's numbers exactly.
 
 Recorded as `winrate_vs_champion/<metric>`: the `winrate/*` set (raw, LC and style-controlled win rates with
@@ -21,11 +21,9 @@ champion` reads it there as everywhere.
 """
 from __future__ import annotations
 
-from evals import pairwise  # noqa: F401  (the winrate/* metrics must be registered first)
 from evals.context import EvalContext, EvalOutput
-from evals.judges import JudgeItem
 from evals.metrics import METRICS, register_metric
-from evals.pairwise import winrate_eval
+from evals.pairwise import head_to_head  # also registers the winrate/* metrics copied below
 from evals.registry import register_eval
 
 HEAD_TO_HEAD = "winrate_vs_champion"
@@ -44,19 +42,6 @@ for _key in list(METRICS):
 register_metric(CHAMPION_VERSION, higher_is_better=None, unit="version",
                 description="the registered champion version the head-to-head judged against (a decision against "
                             "another champion cannot use it)")
-
-
-def head_to_head(prompts: list, baseline: list, candidate: list, eval_config, *, seed: int,
-                 cache_dir) -> tuple[dict[str, float], list[float]]:
-    """`candidate`'s answers judged against `baseline`'s on the same prompts (objects with `.text`; the rule
-    judge reads their instructions): both orders, the baseline in the reference's seat, the judge and
-    statistics of `eval_config` (an ExperimentConfig.eval). Keys `winrate/*`: the candidate's win rate over
-    the baseline; the per-prompt verdicts (1 baseline wins, 2 candidate wins, 1.5 tie)."""
-    items = [JudgeItem(p.text, b.text, c.text, p) for p, b, c in zip(prompts, baseline, candidate)]
-    return winrate_eval(items, eval_config.judge, n_bootstrap=eval_config.n_bootstrap, seed=seed, cache_dir=cache_dir,
-                        verbosity_gap_pct=eval_config.verbosity_gap_pct,
-                        hit_limit=([b.hit_limit for b in baseline], [c.hit_limit for c in candidate]),
-                        max_truncated_pct=eval_config.max_truncated_pct)
 
 
 def as_vs_champion(summary: dict) -> dict:

@@ -19,7 +19,7 @@ Settings come from run A (prompt count and seed, max_new_tokens, judge, bootstra
 own seed in its decoding settings (greedy decoding ignores it) so that its cached answers are found.
 The pipeline's head-to-head with the champion (evals.vs_champion, `winrate_vs_champion/*`) is built from
 the same pieces: `champion_answers` gives it the champion's answers through `recorded_policy` and
-`recorded_answers`, and both judge with evals.vs_champion.head_to_head, so `harness compare CANDIDATE
+`recorded_answers`, and both judge with evals.pairwise.head_to_head, so `harness compare CANDIDATE
 CHAMPION` reproduces a run's `winrate_vs_champion/*` exactly (same prompts, answers, judge and settings).
 """
 from __future__ import annotations
@@ -273,7 +273,7 @@ def compare_runs(tracker, run_a: str, run_b: str, *, n_prompts: int | None = Non
     """Run A's answers judged against run B's on A's held-out eval prompts (module docstring), or on
     `prompts` (objects with `.text`, e.g. a pipeline's EvalContext.prompts). Raises EvidenceError (an
     input error: exit 2) for a run that did not finish or whose evidence moved."""
-    from evals.vs_champion import head_to_head
+    from evals.pairwise import head_to_head
 
     with tempfile.TemporaryDirectory(prefix="harness-compare-") as tmp:
         root = Path(workdir or tmp)

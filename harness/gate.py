@@ -173,7 +173,12 @@ def confidence_limit(key: str, side: str, confidence: float, summary: Mapping[st
 def stopped_sequentially(key: str, summary: Mapping[str, object]) -> bool:
     """Whether `key`'s eval judged sequentially (eval.sequential): its sample size was chosen by looking at
     the data, so a fixed-n bound from its stderr no longer holds its level (evals.sequential)."""
-    return f"{key.split('/', 1)[0]}/sequential_prompts_used" in summary
+    return _sequential_key(key) in summary
+
+
+def _sequential_key(key: str) -> str:
+    """Where a sequential eval records the prompts it judged (evals.sequential.sequence_metrics)."""
+    return f"{key.split('/', 1)[0]}/sequential_prompts_used"
 
 
 def anytime_limit(key: str, side: str, confidence: float, summary: Mapping[str, float]) -> float | None:
@@ -363,7 +368,7 @@ def _anytime_non_inferior(rule, summary, ref, sign, confidence, level, common) -
 
 def _anytime_note(metric: str, summary: Mapping[str, object]) -> str:
     """' (anytime-valid, N prompts)' for a sequentially judged metric, else ''."""
-    used = summary.get(f"{metric.split('/', 1)[0]}/sequential_prompts_used")
+    used = summary.get(_sequential_key(metric))
     return f" (anytime-valid, {int(used)} prompts)" if isinstance(used, (int, float)) and math.isfinite(used) else ""
 
 

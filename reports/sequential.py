@@ -15,39 +15,43 @@ from reports.common import fig_html, finite, fmt, layout, mapping, seq
 _PALETTE = ["#4c6ef5", "#2f9e44", "#ae3ec9", "#f76707", "#e03131"]
 
 
+def _deciding(raw: Any) -> list[tuple[str, Mapping, list[Mapping]]]:
+    """(eval, sequence, looks) of every sequence that decided a rule and was looked at."""
+    out = []
+    for name, sequences in mapping(raw).items():
+        for s in map(mapping, seq(sequences)):
+            looks = [mapping(look) for look in seq(s.get("looks"))]
+            if s.get("decides") and looks:
+                out.append((name, s, looks))
+    return out
+
+
 def sequential_rows(raw: Any) -> list[dict]:
     """One row per sequence a rule decided: metric, rule, status, prompts used, the last bounds."""
     rows = []
-    for name, sequences in mapping(raw).items():
-        for s in seq(sequences):
-            s = mapping(s)
-            looks = [mapping(look) for look in seq(s.get("looks"))]
-            if not s.get("decides") or not looks:
-                continue
-            rule = mapping(s.get("rule"))
-            confidence = finite(rule.get("confidence"))
-            rows.append({"eval": name, "metric": str(s.get("metric", "")), "rule": str(rule.get("name", "")),
-                         "kind": str(rule.get("kind", "")), "threshold": fmt(finite(rule.get("threshold"))),
-                         "confidence": fmt(None if confidence is None else f"{100 * confidence:.4g}%"),
-                         "status": str(s.get("status", "")), "method": str(s.get("method", "")),
-                         "n": fmt(looks[-1].get("n")), "max_n": fmt(s.get("max_n")),
-                         "low": fmt(finite(looks[-1].get("low"))), "high": fmt(finite(looks[-1].get("high")))})
+    for name, s, looks in _deciding(raw):
+        rule = mapping(s.get("rule"))
+        confidence = finite(rule.get("confidence"))
+        rows.append({"eval": name, "metric": str(s.get("metric", "")), "rule": str(rule.get("name", "")),
+                     "kind": str(rule.get("kind", "")), "threshold": fmt(finite(rule.get("threshold"))),
+                     "confidence": fmt(None if confidence is None else f"{100 * confidence:.4g}%"),
+                     "status": str(s.get("status", "")), "method": str(s.get("method", "")),
+                     "n": fmt(looks[-1].get("n")), "max_n": fmt(s.get("max_n")),
+                     "low": fmt(finite(looks[-1].get("low"))), "high": fmt(finite(looks[-1].get("high")))})
     return rows
 
 
 def sequential_plot(raw: Any) -> Markup | None:
     """Bounds (lines) of every rule-deciding sequence against prompts judged, its threshold (dotted) and
     the stop (a vertical line)."""
-    sequences = [mapping(s) for _, group in mapping(raw).items() for s in seq(group) if mapping(s).get("decides")]
-    sequences = [s for s in sequences if seq(s.get("looks"))]
+    sequences = _deciding(raw)
     if not sequences:
         return None
     import plotly.graph_objects as go
 
     fig = go.Figure()
     stop = 0
-    for j, s in enumerate(sequences):
-        looks = [mapping(look) for look in seq(s.get("looks"))]
+    for j, (_, s, looks) in enumerate(sequences):
         rule: Mapping = mapping(s.get("rule"))
         color = _PALETTE[j % len(_PALETTE)]
         label = f"{s.get('metric')} ({rule.get('name') or rule.get('kind')})"

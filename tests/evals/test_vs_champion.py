@@ -14,7 +14,8 @@ import pytest
 
 from evals.catalog import known_metrics
 from evals.generation import Completion
-from evals.vs_champion import CHAMPION_VERSION, HEAD_TO_HEAD, head_to_head
+from evals.pairwise import head_to_head
+from evals.vs_champion import CHAMPION_VERSION, HEAD_TO_HEAD
 from harness.config import GateRule
 from harness.gate import BLOCK, PROMOTE, REGISTERED_VERSION, gate, rules_for
 from tests.conftest import tiny_config
