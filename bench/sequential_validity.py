@@ -10,7 +10,9 @@ same checks at smaller sizes):
    stopping at the first look that decides, against the fixed-n normal bound read at the same looks;
 3. prompts and judge calls (2 per prompt: both orders) to decide against a fixed-size design at equal
    power, for effects of 10 and 20 win-rate points;
-4. the choice of bet.
+4. the choice of bet;
+5. a domain task's allowed regression decided on paired differences (pass rates, documents used) against the
+   fixed-size run's Tango bound, and the bet cap for paired differences.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+import evals.sequential as seq
 from evals.sequential import SequentialRule, ever_excludes, simulate_decisions
 
 BATCH, MAX_PROMPTS, ALPHA = 8, 400, 0.05
@@ -163,6 +166,44 @@ def bet_choice(sims: int, rng) -> list[dict]:
     return rows
 
 
+def paired_scores(rng, sims: int, n: int, lost: float, gained: float) -> np.ndarray:
+    """Per-document paired differences policy - reference in {-1, 0, 1}: a share `lost` of documents the
+    policy gets wrong where the reference was right, `gained` the other way."""
+    u = rng.random((sims, n))
+    return np.where(u < lost, -1.0, np.where(u < lost + gained, 1.0, 0.0))
+
+
+def domain_decisions(sims: int, rng, batch: int = 16, margin: float = 0.10) -> list[dict]:
+    """A domain task's `max_regression: 0.10` decided sequentially on paired differences (looks every 16
+    documents), with the paired bet cap and with the win rate's, against the fixed-size run's Tango bound
+    on every document (what the gate reads without eval.sequential)."""
+    from functools import lru_cache
+
+    from evals.paired_accuracy import paired_drop_upper_bound
+
+    tango = lru_cache(maxsize=None)(lambda lost, gained, n: paired_drop_upper_bound(lost, gained, n, 0.95))
+    rule = SequentialRule("max_regression", margin, 0.95)
+    rows = []
+    for n in (123, 400):
+        for lost, gained, label in ((0.0, 0.0, "no change"), (0.05, 0.05, "5% lost, 5% gained (no true change)"),
+                                    (0.10, 0.0, "drop at the margin (10% lost)"),
+                                    (0.15, 0.05, "drop at the margin (15% lost, 5% gained)"),
+                                    (0.25, 0.0, "drop of 25 points")):
+            d = paired_scores(rng, sims, n, lost, gained)
+            row = {"n": n, "case": label}
+            for cap, name in ((seq.PAIRED_BET_CAP, "paired cap"), (seq.BET_CAP, "cap 1/2")):
+                saved, seq.PAIRED_BET_CAP = seq.PAIRED_BET_CAP, cap
+                try:
+                    status, used = simulate_decisions(d, rule, batch=batch, max_n=n)
+                finally:
+                    seq.PAIRED_BET_CAP = saved
+                row[name] = (float((status == 1).mean()), float(used.mean()))
+            counts = zip((d == -1).sum(axis=1).tolist(), (d == 1).sum(axis=1).tolist())
+            row["fixed Tango"] = float(np.mean([tango(a, b, n) < margin for a, b in counts]))
+            rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.sequential_validity")
     parser.add_argument("--sims", type=int, default=10000, help="simulated evals per scenario (MC error ~ 0.2 points)")
@@ -196,6 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     for r in bet_choice(args.sims, rng):
         print(f"effect {100 * r['effect']:.0f} pts, {r['bets']:36s} power {100 * r['power']:5.1f}%, "
               f"mean {r['mean_prompts']:.1f} prompts")
+    print("\n## 5. a domain task's allowed regression of 10 points on paired differences (looks every 16 "
+          "documents): P(pass), mean documents used")
+    for r in domain_decisions(args.sims, rng):
+        print(f"{r['n']} documents, {r['case']:42s} sequential (paired cap) {100 * r['paired cap'][0]:5.1f}%, "
+              f"{r['paired cap'][1]:5.1f} docs; with the win rate's cap 1/2 {100 * r['cap 1/2'][0]:5.1f}%, "
+              f"{r['cap 1/2'][1]:5.1f} docs; fixed-size Tango on all {100 * r['fixed Tango']:5.1f}%")
     print(f"\n({time.time() - t0:.0f} s)")
     return 0
 

@@ -60,12 +60,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import yaml
 
 from evals.context import EvalContext, EvalOutput
@@ -73,6 +75,7 @@ from evals.domain_data import write_atomic, write_task_data
 from evals.metrics import METRICS, register_metric
 from evals.paired_accuracy import paired_summary
 from evals.registry import register_eval
+from evals.sequential import CONTINUE, sequence_metrics, tracked_metrics
 from harness.atomic_io import read_json, write_json_atomic
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
@@ -199,6 +202,7 @@ def run_domain_evals(
     bootstrap_iters: int = 1000,
     include_paths: list[Path] | tuple[Path, ...] = (),
     offline: bool | None = None,
+    samples: dict[str, list[int]] | None = None,
 ) -> DomainResult:
     """Evaluate an in-memory HF model on lm-eval tasks; see the module docstring.
 
@@ -206,7 +210,8 @@ def run_domain_evals(
     with the same `limit` score the same items. `include_paths` adds task-YAML folders of the
     caller's (a name defined twice: the later folder wins, as in lm-eval). lm-eval's own task index (thousands of YAMLs, ~10 s
     to scan) is loaded only when a task is found in neither. `offline=None` forces Hub offline
-    mode exactly when it is not loaded; True/False force it on/off.
+    mode exactly when it is not loaded; True/False force it on/off. `samples` (instead of `limit`): the
+    document ids to evaluate per task, as lm-eval takes them (a sequential eval's batch).
     """
     import lm_eval
     from lm_eval.models.huggingface import HFLM
@@ -232,6 +237,7 @@ def run_domain_evals(
                 tasks=task_names,
                 task_manager=task_manager,
                 limit=limit,
+                samples=samples,
                 log_samples=True,
                 use_cache=None,
                 cache_requests=False,
@@ -379,7 +385,7 @@ def _measured(ctx: EvalContext, model, fingerprint: str) -> dict:
     if cached is None:
         measured = run_domain_evals(model, ctx.tokenizer, e.domain_tasks, cache_dir=dcache, limit=e.domain_limit,
                                     seed=ctx.config.seed, include_paths=include)
-        cached = {"summary": measured.summary, "per_item": measured.per_item}
+        cached = {"summary": measured.summary, "per_item": measured.per_item, "doc_ids": measured.doc_ids}
         if path:
             write_json_atomic(path, cached)
     if include:
@@ -390,10 +396,12 @@ def _measured(ctx: EvalContext, model, fingerprint: str) -> dict:
 @register_eval("domain", owns=("domain_",), when=lambda ctx: bool(ctx.eval.domain_tasks))
 def domain_vs_reference(ctx: EvalContext) -> EvalOutput:
     """lm-eval tasks for the policy and its reference (and the start, iterating), compared per item."""
-    policy = _measured(ctx, ctx.policy, "")
     with ctx.as_reference():
         reference = _measured(ctx, ctx.policy, ctx.reference_fingerprint)
     start = _measured(ctx, ctx.start, ctx.start_fingerprint) if ctx.start is not None else None
+    if ctx.eval.sequential is not None and ctx.eval.sequential.domain:
+        return sequential_domain(ctx, reference, start)
+    policy = _measured(ctx, ctx.policy, "")
     out = dict(policy["summary"])
     for task, items in policy["per_item"].items():  # per_item is keyed by eval name, e.g. domain_arith_mc
         baselines = {"": reference["per_item"].get(task, [])}
@@ -401,3 +409,118 @@ def domain_vs_reference(ctx: EvalContext) -> EvalOutput:
             baselines["_vs_start"] = start["per_item"].get(task, [])
         out.update(paired_summary(task, items, baselines))
     return EvalOutput(out, reference=reference["summary"], start=start["summary"] if start else {})
+
+
+# ---------------------------------------------------------------------------------- sequential (eval.sequential)
+
+
+def _task_of(name: str) -> str:
+    """eval name -> the lm-eval task `samples=` is keyed by: `domain_arith_mc` -> `harness_arith_mc`."""
+    short = name[len(EVAL_PREFIX):]
+    return TASK_PREFIX + short if TASK_PREFIX + short in BUILTIN_TASKS else short
+
+
+def _item_order(doc_ids: list[int], seed: int, name: str) -> list[int]:
+    """The order a sequential eval takes a task's documents in: a seeded shuffle, fixed before any result is
+    seen, so every prefix is a random sample of the task (a task file sorted by topic would otherwise show its
+    first topic's accuracy first) and a raised budget continues the same order."""
+    rng = random.Random(f"{seed}:{name}")
+    order = list(doc_ids)
+    rng.shuffle(order)
+    return order
+
+
+@dataclass
+class _TaskSequence:
+    name: str  # eval name, e.g. domain_arith_mc
+    order: list[int]  # doc ids in evaluation order
+    baselines: dict[str, dict[int, float]]  # "" (reference) / "_vs_start" -> doc id -> score
+    sequences: list  # evals.sequential.MetricSequence
+    policy: dict[int, float] = field(default_factory=dict)
+    looks: list[int] = field(default_factory=list)
+
+    @property
+    def used(self) -> int:
+        return self.looks[-1] if self.looks else 0
+
+    @property
+    def done(self) -> bool:
+        deciding = [s for s in self.sequences if s.decides]
+        return self.used >= len(self.order) or bool(deciding) and all(s.status != CONTINUE for s in deciding)
+
+    def scores(self) -> dict[str, list[float]]:
+        """Per tracked metric, its per-item scores in evaluation order so far."""
+        ids = self.order[: self.used]
+        policy = [self.policy[i] for i in ids]
+        out = {f"{self.name}/acc": policy}
+        for suffix, base in self.baselines.items():
+            out[f"{self.name}/acc_delta{suffix}"] = [p - base[i] for p, i in zip(policy, ids)]
+        return out
+
+
+def sequential_domain(ctx: EvalContext, reference: dict, start: dict | None) -> EvalOutput:
+    """eval.sequential on the domain tasks: the policy answers `batch_items` more documents of every task still
+    undecided, in a seeded random order, until each task's rules (ctx.sequential_targets: floors and ceilings on
+    `<task>/acc`, allowed regressions on the paired `<task>/acc_delta`) are decided by their anytime-valid bounds
+    (betting confidence sequences: accuracy on [0, 1], paired differences on [-1, 1]), or every document is
+    used. The reference (and start) are measured on every document once, cached by content and shared by every
+    cell; what the sequential eval saves is the policy's evaluation. Everything is reported on the documents
+    used, with the anytime bounds the gate must read after such a stop."""
+    seq = ctx.eval.sequential
+    dcache, include = _task_setup(ctx)
+    tasks = []
+    for name, ref_items in reference["per_item"].items():
+        baselines = {"": _by_doc(reference, name)}
+        if start is not None:
+            baselines["_vs_start"] = _by_doc(start, name)
+        deltas = [f"{name}/acc_delta{suffix}" for suffix in baselines]
+        bounded = [f"{name}/acc", *deltas]
+        targets = {m: rules for m, rules in ctx.sequential_targets.items() if m in bounded}
+        sequences = tracked_metrics(targets, bounded, set(bounded), len(ref_items), seq.confidence, paired=set(deltas))
+        tasks.append(_TaskSequence(name, _item_order(list(baselines[""]), ctx.config.seed, name), baselines, sequences))
+    while pending := [t for t in tasks if not t.done]:
+        batch = {_task_of(t.name): t.order[t.used: t.used + seq.batch_items] for t in pending}
+        measured = run_domain_evals(ctx.policy, ctx.tokenizer, list(batch), cache_dir=dcache, seed=ctx.config.seed,
+                                    include_paths=include, samples=batch)
+        for t in pending:
+            asked = batch[_task_of(t.name)]
+            got = dict(zip(measured.doc_ids.get(t.name, []), measured.per_item.get(t.name, [])))
+            if set(got) != set(asked):
+                raise RuntimeError(f"lm-eval returned documents {sorted(got)} of {t.name}, asked for {sorted(asked)}")
+            t.policy.update(got)
+            t.looks.append(t.used + len(asked))
+            scores = t.scores()
+            for s in t.sequences:
+                s.look_betting(np.asarray(scores[s.metric], dtype=float), t.looks)
+    return _sequential_output(tasks, reference, start)
+
+
+def _by_doc(measured: dict, name: str) -> dict[int, float]:
+    """A cached measurement's per-item scores of one task by document id (caches from before ids were kept:
+    lm-eval's `limit` takes the first documents, ids 0..n-1)."""
+    items = measured["per_item"].get(name, [])
+    ids = (measured.get("doc_ids") or {}).get(name) or list(range(len(items)))
+    return dict(zip(ids, items))
+
+
+def _mean_stderr(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    return float(np.mean(values)), float(np.std(values, ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+
+
+def _sequential_output(tasks: list[_TaskSequence], reference: dict, start: dict | None) -> EvalOutput:
+    out: dict[str, float] = {}
+    ref_summary, start_summary = dict(reference["summary"]), dict(start["summary"]) if start else {}
+    for t in tasks:
+        ids = t.order[: t.used]
+        policy = [t.policy[i] for i in ids]
+        out[f"{t.name}/acc"], out[f"{t.name}/acc_stderr"] = _mean_stderr(policy)
+        out.update(paired_summary(t.name, policy, {s: [b[i] for i in ids] for s, b in t.baselines.items()}))
+        # the baselines on the same documents (their whole-task values would describe other items)
+        for suffix, summary in (("", ref_summary), ("_vs_start", start_summary)):
+            if suffix in t.baselines:
+                summary[f"{t.name}/acc"], summary[f"{t.name}/acc_stderr"] = _mean_stderr(
+                    [t.baselines[suffix][i] for i in ids])
+        out |= sequence_metrics(t.name, t.sequences, t.used, len(t.order), unit="items")
+    return EvalOutput(out, reference=ref_summary, start=start_summary,
+                      extras={"sequential": {t.name: [s.to_dict() for s in t.sequences] for t in tasks}})

@@ -79,6 +79,8 @@ def run_evals(ctx: EvalContext, hooks: Mapping[str, Callable] | None = None,
         out.metrics.update(result.metrics)
         out.reference.update(result.reference)
         out.start.update(result.start)
-        out.extras.update(result.extras)
+        for key, value in result.extras.items():  # e.g. "sequential": {eval: looks}, from several evals
+            merged = out.extras.get(key)
+            out.extras[key] = {**merged, **value} if isinstance(merged, dict) and isinstance(value, dict) else value
         out.tags.update(result.tags)
     return out

@@ -42,11 +42,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Literal, Sequence
+from typing import Collection, Iterable, Literal, Sequence
 
 import numpy as np
 
 BET_CAP = 0.5  # c: a bet never stakes more than half the capital on one item (WSR's c = 1/2)
+# Paired differences (policy - baseline per item, mostly 0: unchanged items) have a small variance, so the
+# plug-in bet is large and the cap above is what binds: a task where nothing changed needed all 123 items
+# to show a 10-point non-inferiority with it, 56 with WSR's truncation at c / m alone (below). Win scores
+# have a variance near 1/4, where a cap at 1/2 is close to the Kelly bet for a 10-point effect and larger
+# caps lose power (docs/sequential.md, "Which bet"). Any predictable bet is valid; these are the measured
+# choices.
+PAIRED_BET_CAP = math.inf
 _BISECTION_STEPS = 50  # 2^-50 of the score range: far below any reported digit
 
 Side = Literal["low", "high"]
@@ -80,9 +87,10 @@ def predictable_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean_before, var_before
 
 
-def bets(x: np.ndarray, alpha: float, horizon: int | None = None) -> np.ndarray:
-    """The predictable bet lambda_t in [0, BET_CAP] for each item (last axis): WSR's PrPl rate, floored by
-    the rate tuned to `horizon` items when given (module docstring)."""
+def bets(x: np.ndarray, alpha: float, horizon: int | None = None, cap: float = BET_CAP) -> np.ndarray:
+    """The predictable bet lambda_t in [0, cap] for each item (last axis): WSR's PrPl rate, floored by
+    the rate tuned to `horizon` items when given (module docstring). The capital truncates it further at
+    c / m (log_capital), so `cap = inf` is WSR's bet as published."""
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     _, var = predictable_moments(x)
@@ -91,7 +99,12 @@ def bets(x: np.ndarray, alpha: float, horizon: int | None = None) -> np.ndarray:
     lam = np.sqrt(log_level / (var * t * np.log1p(t)))
     if horizon:
         lam = np.maximum(lam, np.sqrt(log_level / (var * horizon)))
-    return np.minimum(lam, BET_CAP)
+    return np.minimum(lam, cap)
+
+
+def bet_cap(paired: bool) -> float:
+    """The bet's cap for scores that are paired differences (PAIRED_BET_CAP) or bounded means (BET_CAP)."""
+    return PAIRED_BET_CAP if paired else BET_CAP
 
 
 def log_capital(x: np.ndarray, m, lam: np.ndarray, side: Side) -> np.ndarray:
@@ -139,7 +152,7 @@ def _default_looks(n: int) -> np.ndarray:
 
 def bounds_at_looks(scores: Sequence[float], alpha: float, *, looks: Iterable[int] | None = None,
                     horizon: int | None = None, lo: float = 0.0, hi: float = 1.0,
-                    sides: tuple[Side, ...] = ("low", "high")) -> dict[Side, np.ndarray]:
+                    sides: tuple[Side, ...] = ("low", "high"), cap: float = BET_CAP) -> dict[Side, np.ndarray]:
     """One-sided (1 - alpha) bounds of the mean after each look (`looks`: items seen so far, increasing),
     as running intersections (the lower bound never falls, the upper never rises: every earlier
     interval holds too). In the scores' units."""
@@ -147,7 +160,7 @@ def bounds_at_looks(scores: Sequence[float], alpha: float, *, looks: Iterable[in
     at = np.asarray(list(looks) if looks is not None else _default_looks(len(x)), dtype=int)
     if len(at) == 0 or at.min() < 1 or at.max() > len(x) or np.any(np.diff(at) <= 0):
         raise ValueError(f"looks must increase within 1..{len(x)}")
-    lam = bets(x, alpha, horizon)
+    lam = bets(x, alpha, horizon, cap)
     out: dict[Side, np.ndarray] = {}
     for side in sides:
         raw = _bound(x, lam, alpha, side, at)
@@ -157,22 +170,22 @@ def bounds_at_looks(scores: Sequence[float], alpha: float, *, looks: Iterable[in
 
 
 def lower_upper(scores: Sequence[float], alpha: float = 0.05, *, horizon: int | None = None,
-                lo: float = 0.0, hi: float = 1.0) -> tuple[float, float]:
+                lo: float = 0.0, hi: float = 1.0, cap: float = BET_CAP) -> tuple[float, float]:
     """The (1 - alpha) confidence sequence's interval after all of `scores` (alpha/2 on each side),
     intersected over every earlier look: valid whenever it is read, however often, and whenever the
     reader stops. Call it after every batch with the scores so far."""
     if len(scores) == 0:
         return lo, hi
-    b = bounds_at_looks(scores, alpha / 2, horizon=horizon, lo=lo, hi=hi)
+    b = bounds_at_looks(scores, alpha / 2, horizon=horizon, lo=lo, hi=hi, cap=cap)
     return float(b["low"][-1]), float(b["high"][-1])
 
 
 def ever_excludes(x: np.ndarray, truth: float, alpha: float, *, looks: np.ndarray, horizon: int | None = None,
-                  two_sided: bool = True) -> np.ndarray:
+                  two_sided: bool = True, cap: float = BET_CAP) -> np.ndarray:
     """Per simulated sequence (rows of unit-scale x): did the CS ever rule out `truth` at a look?
     (By monotonicity, ruling out the truth from below is K+_t(truth) >= 1/alpha, no bisection needed.)"""
     level = alpha / 2 if two_sided else alpha
-    lam = bets(x, level, horizon)
+    lam = bets(x, level, horizon, cap)
     idx = np.asarray(looks) - 1
     threshold = math.log(1 / level)
     miss = (log_capital(x, truth, lam, "low")[..., idx] >= threshold).any(axis=-1)
@@ -281,7 +294,7 @@ def _decide(x: np.ndarray, m0_unit: float, rule: SequentialRule, looks: np.ndarr
             horizon: int) -> tuple[np.ndarray, np.ndarray]:
     _, pass_side, fail_side = rule.on_mean()
     threshold = math.log(1 / rule.alpha)
-    lam = bets(x, rule.alpha, horizon)
+    lam = bets(x, rule.alpha, horizon, bet_cap(rule.kind == "max_regression"))
     idx = looks - 1
     # a threshold outside the scores' range is tested at the edge: conservative, never a free pass
     m0 = min(max(m0_unit, 0.0), 1.0)
@@ -318,7 +331,8 @@ def sequential_decision(batches: Iterable[Sequence[float]], rule: SequentialRule
     status, used = _decide(x[None, :], (m0 - lo) / (hi - lo), rule, looks_all, horizon)
     status, used = int(status[0]), int(used[0])
     shown = [int(k) for k in looks_all if k <= used]
-    bounds = bounds_at_looks(x_all[:used], rule.alpha, looks=shown, horizon=horizon, lo=lo, hi=hi)
+    bounds = bounds_at_looks(x_all[:used], rule.alpha, looks=shown, horizon=horizon, lo=lo, hi=hi,
+                             cap=bet_cap(rule.kind == "max_regression"))
     looks = [Look(k, float(low), float(high), CONTINUE) for k, low, high in zip(shown, bounds["low"], bounds["high"])]
     at_budget = used >= max_n
     word = {"min": "lower bound", "max": "upper bound",
@@ -390,15 +404,18 @@ class MetricSequence:
     decides: bool = True
     scale: float = 1.0
     looks: list[Look] = field(default_factory=list)
+    paired: bool = False  # scores are per-item paired differences in [-1, 1] (else a mean in [0, 1])
 
     @property
     def status(self) -> str:
         return self.looks[-1].status if self.looks else CONTINUE
 
     def look_betting(self, scores: np.ndarray, looks: list[int]) -> None:
-        """The betting CS after `looks` (items seen at each look so far; scores in [0, 1]): its running
-        intersection, in metric units."""
-        b = bounds_at_looks(scores, self.rule.alpha, looks=looks, horizon=default_horizon(self.max_n))
+        """The betting CS after `looks` (items seen at each look so far; scores in [0, 1], or [-1, 1] when
+        paired): its running intersection, in metric units."""
+        lo, hi = (-1.0, 1.0) if self.paired else (0.0, 1.0)
+        b = bounds_at_looks(scores, self.rule.alpha, looks=looks, horizon=default_horizon(self.max_n), lo=lo, hi=hi,
+                            cap=bet_cap(self.paired))
         self._look(looks[-1], float(b["low"][-1]) * self.scale, float(b["high"][-1]) * self.scale)
 
     def look_spending(self, n: int, value: float | None, stderr: float | None) -> None:
@@ -420,8 +437,8 @@ class MetricSequence:
 
     def _status(self, low: float, high: float) -> str:
         threshold, pass_side, _ = self.rule.on_mean()
-        if self.rule.kind == "max_regression":
-            raise ValueError("spending rules take min/max thresholds on the metric itself")
+        if self.rule.kind == "max_regression" and not self.paired:
+            raise ValueError("an allowed regression is decided on paired differences; other sequences take min/max")
         shown_pass = low > threshold if pass_side == "low" else high < threshold
         shown_fail = high <= threshold if pass_side == "low" else low >= threshold
         return FAIL if shown_fail else PASS if shown_pass else CONTINUE
@@ -444,32 +461,36 @@ class MetricSequence:
 
 
 def tracked_metrics(targets: dict[str, list[SequentialRule]], bounded: list[str], betting: set[str], max_n: int,
-                    confidence: float, scales: dict[str, float] | None = None) -> list[MetricSequence]:
+                    confidence: float, scales: dict[str, float] | None = None,
+                    paired: Collection[str] = ()) -> list[MetricSequence]:
     """One sequence per (metric, rule) the gate reads, and one per other `bounded` metric at `confidence`
-    (recorded so that a later re-gate finds anytime bounds, never a fixed-n bound read after stopping)."""
+    (recorded so that a later re-gate finds anytime bounds, never a fixed-n bound read after stopping).
+    `paired`: metrics whose scores are per-item paired differences (betting on [-1, 1])."""
     scales = scales or {}
     out = []
     for metric in dict.fromkeys([*targets, *bounded]):
         method: Literal["betting", "spending"] = "betting" if metric in betting else "spending"
+
+        def sequence(rule: SequentialRule, decides: bool) -> MetricSequence:
+            return MetricSequence(metric, rule, method, max_n, decides, scales.get(metric, 1.0), paired=metric in paired)
+
         rules = targets.get(metric) or []
-        if rules:
-            out += [MetricSequence(metric, r, method, max_n, True, scales.get(metric, 1.0)) for r in rules]
-        else:
-            out.append(MetricSequence(metric, SequentialRule("min", -math.inf, confidence, "recorded"), method, max_n,
-                                      False, scales.get(metric, 1.0)))
+        out += [sequence(r, True) for r in rules] or [sequence(SequentialRule("min", -math.inf, confidence, "recorded"), False)]
     return out
 
 
 def sequence_metrics(prefix: str, sequences: list[MetricSequence], n_used: int, max_n: int,
-                     judge_calls: int) -> dict[str, float]:
+                     judge_calls: int | None = None, unit: Literal["prompts", "items"] = "prompts") -> dict[str, float]:
     """What the eval records: per metric, the bounds of its strictest rule (highest confidence; a bound at a
-    higher level is valid at any lower one), and `<prefix>/sequential_*` about the stop."""
+    higher level is valid at any lower one), and `<prefix>/sequential_*` about the stop (`unit`: judged
+    prompts, or a domain task's documents)."""
     out: dict[str, float] = {}
     for seq in sorted(sequences, key=lambda s: (s.decides, s.rule.confidence)):
         out.update(seq.metrics())  # later (stricter) entries win
     decided = [s for s in sequences if s.decides]
-    out |= {f"{prefix}/sequential_prompts_used": float(n_used), f"{prefix}/sequential_max_prompts": float(max_n),
-            f"{prefix}/sequential_judge_calls": float(judge_calls),
+    out |= {f"{prefix}/sequential_{unit}_used": float(n_used), f"{prefix}/sequential_max_{unit}": float(max_n),
             f"{prefix}/sequential_stopped_early": float(n_used < max_n and bool(decided)
                                                         and all(s.status != CONTINUE for s in decided))}
+    if judge_calls is not None:
+        out[f"{prefix}/sequential_judge_calls"] = float(judge_calls)
     return out

@@ -88,13 +88,18 @@ class SequentialConfig(_Strict):
     """Judge the eval prompts in batches and stop once every gate rule on the win rate is decided by an
     anytime-valid bound (evals.sequential): the raw win rate by a betting confidence sequence, LC and
     style-controlled win rates by normal bounds at alpha spent across the looks. Undecided at the budget
-    is a fail. Judge verdicts are cached by content, so a raised budget only judges the new prompts."""
+    is a fail. Judge verdicts are cached by content, so a raised budget only judges the new prompts.
+    The domain tasks likewise, per task: accuracy and its paired difference from the reference by betting
+    confidence sequences, up to every document of the task (eval.domain_limit)."""
 
     max_prompts: int | None = Field(None, gt=0, description="judging budget: at most this many of the eval.n_prompts "
                                                              "prompts (default: all of them)")
     batch_prompts: int = Field(8, gt=0, description="prompts judged between two looks")
     confidence: float = Field(0.95, ge=0.5, lt=1, description="level of the anytime bounds recorded for win-rate "
-                                                              "metrics no rule reads (rules use their own level)")
+                                                              "and domain metrics no rule reads (rules use their own level)")
+    domain: bool = Field(True, description="also evaluate the domain tasks' documents in batches (seeded random "
+                                           "order), stopping each task once its rules are decided (evals.domain)")
+    batch_items: int = Field(16, gt=0, description="domain documents per task evaluated between two looks")
 
 
 # ---- eval.judge: one of these by `name` (evals.judges); a bare string "rule" is the shorthand

@@ -173,12 +173,15 @@ def confidence_limit(key: str, side: str, confidence: float, summary: Mapping[st
 def stopped_sequentially(key: str, summary: Mapping[str, object]) -> bool:
     """Whether `key`'s eval judged sequentially (eval.sequential): its sample size was chosen by looking at
     the data, so a fixed-n bound from its stderr no longer holds its level (evals.sequential)."""
-    return _sequential_key(key) in summary
+    return _sequential_key(key, summary) in summary
 
 
-def _sequential_key(key: str) -> str:
-    """Where a sequential eval records the prompts it judged (evals.sequential.sequence_metrics)."""
-    return f"{key.split('/', 1)[0]}/sequential_prompts_used"
+def _sequential_key(key: str, summary: Mapping[str, object]) -> str:
+    """Where a sequential eval records the prompts it judged, or the items (a domain task's documents) it
+    evaluated (evals.sequential.sequence_metrics)."""
+    prefix = key.split("/", 1)[0]
+    items = f"{prefix}/sequential_items_used"
+    return items if items in summary else f"{prefix}/sequential_prompts_used"
 
 
 def anytime_limit(key: str, side: str, confidence: float, summary: Mapping[str, float]) -> float | None:
@@ -198,9 +201,15 @@ def sequential_targets(rules: list[GateRule], specs: Mapping[str, MetricSpec],
     out: dict[str, list[SequentialRule]] = {}
     for rule in rules:
         spec = specs.get(rule.metric)
-        if rule.statistic == "point" or spec is None or rule.against != "reference":
+        if rule.statistic == "point" or spec is None:
             continue
         conf = rule_confidence(rule, family_size)
+        if rule.max_regression is not None and _paired_per_item(rule, spec):  # decided on per-item differences
+            out.setdefault(paired_delta_key(rule.metric, rule.against), []).append(
+                SequentialRule("max_regression", rule.max_regression, conf, rule.label))
+            continue
+        if rule.against != "reference":
+            continue
         found = [SequentialRule("min", rule.min, conf, rule.label)] if rule.min is not None else []
         if rule.max is not None:
             found.append(SequentialRule("max", rule.max, conf, rule.label))
@@ -210,8 +219,18 @@ def sequential_targets(rules: list[GateRule], specs: Mapping[str, MetricSpec],
                 found.append(SequentialRule("min", spec.neutral - margin, conf, rule.label))
             else:
                 found.append(SequentialRule("max", spec.neutral + margin, conf, rule.label))
-        out.setdefault(rule.metric, []).extend(found)
+        if found:
+            out.setdefault(rule.metric, []).extend(found)
     return out
+
+
+def _paired_per_item(rule: GateRule, spec: MetricSpec) -> bool:
+    """An absolute allowed regression on a per-item accuracy (no neutral value: each item is compared with the
+    baseline's answer to it) against the reference or the start. A relative margin depends on the baseline's
+    accuracy, known only inside the eval: its rule is not a stopping target (the eval still records the
+    anytime bound it is read from)."""
+    return (not rule.relative and spec.neutral is None and spec.higher_is_better is True
+            and rule.against in ("reference", "start"))
 
 
 def paired_delta_key(metric: str, against: str) -> str:
@@ -323,9 +342,11 @@ def _non_inferior(rule, summary, baselines, spec, value, confidence, level) -> d
         ok = drop <= margin
         return dict(passed=ok, **common, reason=f"point drop {drop:.4g} {'<=' if ok else '>'} allowed {margin:.4g} "
                                                 f"({rule.against} {baseline:.4g})")
-    if stopped_sequentially(rule.metric, summary):
-        return _anytime_non_inferior(rule, summary, ref, sign, confidence, level, common)
     delta_key = paired_delta_key(rule.metric, rule.against)
+    if stopped_sequentially(rule.metric, summary):
+        if f"{delta_key}_anytime_confidence" in summary:  # per-item pairs evaluated sequentially
+            return _anytime_paired_non_inferior(rule, summary, delta_key, sign, confidence, level, common)
+        return _anytime_non_inferior(rule, summary, ref, sign, confidence, level, common)
     lost, gained, n = (summary.get(f"{delta_key}_reference_only"), summary.get(f"{delta_key}_policy_only"),
                        summary.get(f"{rule.metric}_n"))
     if rule.against != "champion" and spec.higher_is_better and _finite(lost) and _finite(gained) and _finite(n) and n > 0:
@@ -366,10 +387,26 @@ def _anytime_non_inferior(rule, summary, ref, sign, confidence, level, common) -
                 reason=f"drop upper bound{level}{_anytime_note(rule.metric, summary)} {upper:.4g} {'<' if ok else '>='} allowed {margin:.4g} (vs {rule.against} {baseline:.4g})")
 
 
+def _anytime_paired_non_inferior(rule, summary, delta_key, sign, confidence, level, common) -> dict:
+    """A sequential eval's per-item paired differences (policy - baseline): the drop's upper bound is minus
+    the anytime lower bound of their mean (a fixed-n bound, Tango's included, would not hold after the stop)."""
+    limit = anytime_limit(delta_key, "low" if sign > 0 else "high", confidence, summary)
+    if limit is None:
+        return dict(passed=False, **common, reason=_no_interval(delta_key, summary))
+    margin = common["margin"]
+    upper = -sign * limit
+    ok = upper < margin
+    return dict(passed=ok, **common, confidence_bound=upper,
+                reason=f"paired drop upper bound{level}{_anytime_note(rule.metric, summary)} {upper:.4g} "
+                       f"{'<' if ok else '>='} allowed {margin:.4g} (drop {-sign * summary.get(delta_key, math.nan):.4g} "
+                       f"vs {rule.against} {common['baseline']:.4g})")
+
+
 def _anytime_note(metric: str, summary: Mapping[str, object]) -> str:
     """' (anytime-valid, N prompts)' for a sequentially judged metric, else ''."""
-    used = summary.get(_sequential_key(metric))
-    return f" (anytime-valid, {int(used)} prompts)" if isinstance(used, (int, float)) and math.isfinite(used) else ""
+    key = _sequential_key(metric, summary)
+    used, unit = summary.get(key), key.rsplit("_", 2)[-2]
+    return f" (anytime-valid, {int(used)} {unit})" if isinstance(used, (int, float)) and math.isfinite(used) else ""
 
 
 def summary_reason(metric: str, summary: Mapping[str, object]) -> str:

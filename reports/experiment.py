@@ -49,7 +49,7 @@ from reports.common import (
     write_page_atomic,
 )
 from reports.headline import key_numbers
-from reports.sequential import sequential_plot, sequential_rows
+from reports.sequential import sequential_plots, sequential_rows
 
 __all__ = ["render_experiment_report", "build_context"]
 
@@ -421,7 +421,7 @@ def build_context(result: Any) -> dict:
     training = mapping(r.get("training"))
     training_plot = _training_plot(training.get("history"))
     length_plot, length_stats = _length_plot(r.get("samples"))
-    sequential_plot_ = sequential_plot(r.get("sequential"))
+    sequential_plots_ = sequential_plots(r.get("sequential"))
     config_text, config_format = _config_text(r.get("config"))
     n_failed = sum(c["passed"] is False for c in checks)
 
@@ -452,8 +452,8 @@ def build_context(result: Any) -> dict:
         "config_format": config_format,
         "gate_plan": gate_plan_rows(r.get("gate_plan")),
         "sequential_rows": sequential_rows(r.get("sequential")),
-        "sequential_plot": sequential_plot_,
-        "plotlyjs": plotlyjs() if any(p is not None for p in (training_plot, length_plot, sequential_plot_)) else None,
+        "sequential_plots": sequential_plots_,
+        "plotlyjs": plotlyjs() if sequential_plots_ or any(p is not None for p in (training_plot, length_plot)) else None,
     }
 
 

@@ -1,5 +1,6 @@
-"""The cell page's picture of a sequential eval (eval.sequential): for each win-rate rule, its anytime
-bounds against the number of prompts judged, the rule's threshold, and where the eval stopped.
+"""The cell page's picture of a sequential eval (eval.sequential): for each win-rate or domain rule, its
+anytime bounds against the number of prompts judged (documents evaluated), the rule's threshold (minus the
+margin for an allowed regression, read on the paired differences), and where the eval stopped.
 
 Input: the result document's `sequential` entry, {eval: [MetricSequence.to_dict(), ...]}
 (evals.sequential), written by the pipeline and logged as the run's `sequential.json` artifact.
@@ -41,29 +42,38 @@ def sequential_rows(raw: Any) -> list[dict]:
     return rows
 
 
-def sequential_plot(raw: Any) -> Markup | None:
-    """Bounds (lines) of every rule-deciding sequence against prompts judged, its threshold (dotted) and
-    the stop (a vertical line)."""
-    sequences = _deciding(raw)
-    if not sequences:
-        return None
+def sequential_plots(raw: Any) -> list[Markup]:
+    """One plot per eval (their scales differ: a win rate in percent, an accuracy, a paired difference): the
+    bounds (lines) of every rule-deciding sequence against prompts judged or documents evaluated, its
+    threshold (dotted) and the stop (a vertical line)."""
+    by_eval: dict[str, list[tuple[Mapping, list[Mapping]]]] = {}
+    for name, s, looks in _deciding(raw):
+        by_eval.setdefault(name, []).append((s, looks))
+    return [_plot(name, sequences, k) for k, (name, sequences) in enumerate(by_eval.items())]
+
+
+def _plot(name: str, sequences: list[tuple[Mapping, list[Mapping]]], k: int) -> Markup:
     import plotly.graph_objects as go
 
     fig = go.Figure()
     stop = 0
-    for j, (_, s, looks) in enumerate(sequences):
+    for j, (s, looks) in enumerate(sequences):
         rule: Mapping = mapping(s.get("rule"))
         color = _PALETTE[j % len(_PALETTE)]
         label = f"{s.get('metric')} ({rule.get('name') or rule.get('kind')})"
         ns = [look.get("n") for look in looks]
         stop = max(stop, max(int(n) for n in ns))
-        side = "low" if rule.get("kind") == "min" else "high"
+        # an allowed regression is decided by the paired differences' lower bound against minus the margin
+        side = "high" if rule.get("kind") == "max" else "low"
         fig.add_trace(go.Scatter(x=ns, y=[finite(look.get(side)) for look in looks], mode="lines+markers",
                                  name=f"{label}: {'lower' if side == 'low' else 'upper'} bound",
                                  line={"color": color, "width": 2}, marker={"size": 5}))
         threshold = finite(rule.get("threshold"))
+        if threshold is not None and rule.get("kind") == "max_regression":
+            threshold = -threshold
         if threshold is not None:
             fig.add_hline(y=threshold, line={"color": color, "dash": "dot", "width": 1})
     fig.add_vline(x=stop, line={"color": "#868e96", "dash": "dash"}, annotation_text=f"stopped at {stop}")
-    layout(fig, 340, xaxis_title="prompts judged", yaxis_title="anytime-valid bound")
-    return fig_html(fig, "plot-sequential", 340)
+    unit = "prompts judged" if name.startswith("winrate") else "documents evaluated"
+    layout(fig, 340, xaxis_title=unit, yaxis_title="anytime-valid bound")
+    return fig_html(fig, f"plot-sequential-{k}", 340)

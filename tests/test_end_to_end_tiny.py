@@ -210,11 +210,15 @@ def test_eval_prompts_from_a_file_are_exactly_the_prompts_evaluated(tmp_path, mo
 
 def test_a_sequential_eval_stops_early_and_agrees_with_the_full_size_run(tmp_path, model_cache, capsys):
     """eval.sequential through the CLI: 48 prompts judged 8 at a time under a non-inferiority rule on the
-    raw win rate; the tiny cell's answers mostly tie, which the anytime bound shows well inside the
-    30-point margin before the budget. The same cell judged on every prompt reaches the same verdict."""
+    raw win rate, and the 120 arithmetic documents evaluated 16 at a time under one on their accuracy; the
+    tiny cell's answers mostly tie and its documents mostly keep their outcome, which the anytime bounds
+    show well inside the 30-point margins before the budgets. The same cell evaluated in full reaches the
+    same verdict."""
+    rules = ("[{name: raw_not_worse, metric: winrate/win_rate_pct, max_regression: 30},"
+             " {name: arith_not_worse, metric: domain_arith_mc/acc, max_regression: 0.3}]")
     common = ["experiments/tiny.yaml", "--set", f"cache_dir={model_cache}", "--set", "training.max_steps=2",
-              "--set", "eval.domain_tasks=[]", "--set", "eval.n_prompts=48",
-              "--set", "gate.rules=[{name: raw_not_worse, metric: winrate/win_rate_pct, max_regression: 30}]", "--json"]
+              "--set", "eval.domain_tasks=[harness_arith_mc]", "--set", "eval.domain_limit=120",
+              "--set", "eval.n_prompts=48", "--set", f"gate.rules={rules}", "--json"]
     runs = {}
     for name, extra in (("sequential", ["--set", "eval.sequential.batch_prompts=8"]), ("full", [])):
         code = main(["run", *common, "--set", f"output_dir={tmp_path / name}", *extra])
@@ -229,6 +233,12 @@ def test_a_sequential_eval_stops_early_and_agrees_with_the_full_size_run(tmp_pat
     assert seq["verdict"] == full["verdict"] and seq_code == full_code
     (check,) = [c for c in seq["checks"] if c["name"] == "raw_not_worse"]
     assert "anytime-valid" in check["reason"]
+    # the domain task stopped early too, decided on its paired differences' anytime bound
+    assert m["domain_arith_mc/sequential_stopped_early"] == 1.0
+    assert m["domain_arith_mc/sequential_items_used"] == m["domain_arith_mc/acc_n"] < 120
+    assert full["metrics"]["domain_arith_mc/acc_n"] == 120 and "domain_arith_mc/sequential_items_used" not in full["metrics"]
+    (check,) = [c for c in seq["checks"] if c["name"] == "arith_not_worse"]
+    assert "anytime-valid" in check["reason"] and check["passed"]
     # the page shows the bound against the prompts judged, with the stop
     page = (next((tmp_path / "sequential" / "cells").iterdir()) / "report.html").read_text()
     assert "plot-sequential" in page and "stopped at" in page
