@@ -101,16 +101,20 @@ def judged_winrate(ctx: EvalContext, baseline_out: list, n: int | None = None,
 BETTING, BOUNDED = {RAW}, (RAW, LC, STYLE, GAP)
 
 
-def sequential_winrate(ctx: EvalContext, baseline_out: list) -> EvalOutput:
-    """eval.sequential: judge `batch_prompts` prompts at a time and stop once every gate rule on a `winrate/`
-    metric (ctx.sequential_targets) is decided by its anytime-valid bound, or at the budget. The usual
-    summary on the prompts judged, plus the anytime bounds the gate must read (evals.sequential)."""
+def sequential_winrate(ctx: EvalContext, baseline_out: list, prefix: str = "winrate"
+                       ) -> tuple[dict[str, float], list, list[dict]]:
+    """eval.sequential: judge `batch_prompts` prompts at a time and stop once every gate rule on a `<prefix>/`
+    metric (ctx.sequential_targets) is decided by its anytime-valid bound, or at the budget. `prefix` names
+    the comparison: `winrate` (over the reference), `winrate_vs_champion` (head to head), `winrate_vs_start`.
+    Returns the usual summary on the prompts judged, under `<prefix>/`, plus the anytime bounds the gate must
+    read (evals.sequential); the verdicts (None for prompts not judged); the looks, for the report."""
     e, seq = ctx.eval, ctx.eval.sequential
     items = judge_items(ctx.prompts, baseline_out, ctx.policy_out)
     budget = min(seq.max_prompts or len(items), len(items))
     judge = build_judge(e.judge, cache_dir=ctx.cache_dir)
-    targets = {m: rules for m, rules in ctx.sequential_targets.items() if m.startswith("winrate/")}
-    sequences = tracked_metrics(targets, list(BOUNDED), BETTING, budget, seq.confidence, {RAW: 100.0})
+    targets = {m: rules for m, rules in ctx.sequential_targets.items() if m.startswith(f"{prefix}/")}
+    sequences = tracked_metrics(targets, [_renamed(m, prefix) for m in BOUNDED], {_renamed(RAW, prefix)}, budget,
+                                seq.confidence, {_renamed(RAW, prefix): 100.0})
     parts: list[PositionSwap] = []
     looks: list[int] = []
     while not looks or looks[-1] < budget:
@@ -125,21 +129,28 @@ def sequential_winrate(ctx: EvalContext, baseline_out: list) -> EvalOutput:
             if s.method == "betting":
                 s.look_betting(win_scores(verdicts), looks)
             else:
-                s.look_spending(n, stats.summary.get(s.metric), stats.summary.get(f"{s.metric}_stderr"))
+                key = _renamed(s.metric, "winrate")
+                s.look_spending(n, stats.summary.get(key), stats.summary.get(f"{key}_stderr"))
         deciding = [s for s in sequences if s.decides]
         if deciding and all(s.status != CONTINUE for s in deciding):
             break
     n = looks[-1]
     summary, verdicts = judged_winrate(ctx, baseline_out, n, swap=concat_swaps(parts))
-    summary |= sequence_metrics("winrate", sequences, n, budget, judge_calls=2 * n)
-    return EvalOutput(summary, extras={"verdicts": verdicts + [None] * (len(items) - n),
-                                       "sequential": {"winrate": [s.to_dict() for s in sequences]}})
+    summary = {_renamed(k, prefix): v for k, v in summary.items()}
+    summary |= sequence_metrics(prefix, sequences, n, budget, judge_calls=2 * n)
+    return summary, verdicts + [None] * (len(items) - n), [s.to_dict() for s in sequences]
+
+
+def _renamed(key: str, prefix: str) -> str:
+    """`winrate/lc_win_rate_pct` -> `<prefix>/lc_win_rate_pct`."""
+    return f"{prefix}/{key.split('/', 1)[1]}"
 
 
 @register_eval("winrate", owns=("winrate/",))
 def winrate_vs_reference(ctx: EvalContext) -> EvalOutput:
     baseline = ctx.baseline_out or ctx.reference_out
     if ctx.eval.sequential is not None:
-        return sequential_winrate(ctx, baseline)
+        summary, verdicts, looks = sequential_winrate(ctx, baseline)
+        return EvalOutput(summary, extras={"verdicts": verdicts, "sequential": {"winrate": looks}})
     summary, verdicts = judged_winrate(ctx, baseline)
     return EvalOutput(summary, extras={"verdicts": verdicts})

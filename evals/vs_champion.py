@@ -14,6 +14,9 @@ stderr, 95% intervals, identified flags; 50 = as good as the champion), plus
 (harness.gate.rules_vs_champion) reads these for a rule `against: champion` on a win rate, and refuses
 a head-to-head measured against a champion that has been replaced since.
 
+With `eval.sequential` it judges in batches like the win rate over the reference and stops once every rule
+against the champion is decided (anytime-valid bounds; `winrate_vs_champion/sequential_*` record the stop).
+
 Runs when a champion exists. In iterative rounds >= 2 the champion is the previous round, which is also
 the round's reference, so its answers are the reference's (the same generation-cache entry) and the
 head-to-head equals the win rate over the reference; it is still recorded, because a rule `against:
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 from evals.context import EvalContext, EvalOutput
 from evals.metrics import METRICS, register_metric
-from evals.pairwise import head_to_head  # also registers the winrate/* metrics copied below
+from evals.pairwise import head_to_head, sequential_winrate  # also registers the winrate/* metrics copied below
 from evals.registry import register_eval
 
 HEAD_TO_HEAD = "winrate_vs_champion"
@@ -33,8 +36,7 @@ COMPARED = ("winrate/win_rate_pct", "winrate/lc_win_rate_pct", "winrate/style_co
 
 for _key in list(METRICS):
     _eval, _metric = _key.split("/", 1)
-    # the sequential eval's bookkeeping is not copied: the head-to-head judges every prompt (fixed n)
-    if _eval == "winrate" and not _metric.startswith("sequential_") and f"{HEAD_TO_HEAD}/{_metric}" not in METRICS:
+    if _eval == "winrate" and f"{HEAD_TO_HEAD}/{_metric}" not in METRICS:
         _spec = METRICS.get(_key)
         register_metric(f"{HEAD_TO_HEAD}/{_metric}", higher_is_better=_spec.higher_is_better, unit=_spec.unit,
                         description=f"{_spec.description} (against the champion's answers: 50 = as good as it)",
@@ -60,11 +62,17 @@ def winrate_vs_champion(ctx: EvalContext) -> EvalOutput:
     champion_out = ctx.champion_out
     if len(champion_out) != len(ctx.prompts):
         raise ValueError(f"the champion answered {len(champion_out)} of {len(ctx.prompts)} eval prompts")
-    summary, verdicts = head_to_head(ctx.prompts, champion_out, ctx.policy_out, ctx.eval, seed=ctx.config.seed,
-                                     cache_dir=ctx.cache_dir)
-    metrics = as_vs_champion(summary) | {CHAMPION_VERSION: float(version)}
+    extras: dict = {}
+    if ctx.eval.sequential is not None:  # judged in batches, stopped once the rules against the champion are decided
+        summary, verdicts, looks = sequential_winrate(ctx, champion_out, HEAD_TO_HEAD)
+        extras["sequential"] = {HEAD_TO_HEAD: looks}
+    else:
+        judged, verdicts = head_to_head(ctx.prompts, champion_out, ctx.policy_out, ctx.eval, seed=ctx.config.seed,
+                                        cache_dir=ctx.cache_dir)
+        summary = as_vs_champion(judged)
+    metrics = summary | {CHAMPION_VERSION: float(version)}
     # the report's three-way picture: the champion's answer and verdict beside the reference's and the policy's
     samples = [{"champion": c.text, "champion_tokens": c.n_tokens, "champion_verdict": v}
                for c, v in zip(champion_out, verdicts)]
-    return EvalOutput(metrics, extras={"champion_samples": samples, "champion": {"version": version, "run_id": run_id}},
+    return EvalOutput(metrics, extras=extras | {"champion_samples": samples, "champion": {"version": version, "run_id": run_id}},
                       tags={"harness.vs_champion.version": version, "harness.vs_champion.run_id": run_id})

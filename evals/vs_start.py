@@ -5,12 +5,12 @@ declared here from the originals so direction and unit are never restated.
 from __future__ import annotations
 
 from evals import kl, lc_winrate, length, pairwise  # noqa: F401  (their metrics must be registered first)
-from evals.context import EvalContext
+from evals.context import EvalContext, EvalOutput
 from evals.generation import batch_completion_logprobs
 from evals.kl import kl_from_logprobs
 from evals.length import length_summary
 from evals.metrics import METRICS, register_metric
-from evals.pairwise import judged_winrate
+from evals.pairwise import judged_winrate, sequential_winrate
 from evals.registry import register_eval
 
 VS_START = {"winrate": "winrate_vs_start", "kl": "kl_vs_start", "length": "length_vs_start"}
@@ -37,8 +37,11 @@ def _iterating(ctx: EvalContext) -> bool:
 
 
 @register_eval("winrate_vs_start", owns=("winrate_vs_start/",), when=_iterating)
-def winrate_vs_start(ctx: EvalContext) -> dict[str, float]:
-    return against_start(judged_winrate(ctx, ctx.start_out)[0])
+def winrate_vs_start(ctx: EvalContext) -> EvalOutput:
+    if ctx.eval.sequential is not None:  # judged in batches, stopped once the rules against the start are decided
+        summary, _, looks = sequential_winrate(ctx, ctx.start_out, VS_START["winrate"])
+        return EvalOutput(summary, extras={"sequential": {VS_START["winrate"]: looks}})
+    return EvalOutput(against_start(judged_winrate(ctx, ctx.start_out)[0]))
 
 
 @register_eval("kl_vs_start", owns=("kl_vs_start/",), when=_iterating)

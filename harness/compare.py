@@ -242,7 +242,10 @@ class ComparisonResult:
         from evals.vs_champion import HEAD_TO_HEAD
 
         mine = self.renamed(HEAD_TO_HEAD)
-        return all(mine.get(k) == v for k, v in self.recorded.items()) if self.recorded else None
+        # a sequential head-to-head's stopping record and anytime bounds belong to its sequential test; the
+        # comparison reproduces the statistics on the prompts it judged (compare_runs takes that many)
+        checked = {k: v for k, v in self.recorded.items() if "/sequential_" not in k and "_anytime_" not in k}
+        return all(mine.get(k) == v for k, v in checked.items()) if checked else None
 
     def renamed(self, prefix: str) -> dict[str, Any]:
         """The metrics under another eval name, e.g. `winrate_vs_champion/lc_win_rate_pct`."""
@@ -274,7 +277,12 @@ def compare_runs(tracker, run_a: str, run_b: str, *, n_prompts: int | None = Non
     `prompts` (objects with `.text`, e.g. a pipeline's EvalContext.prompts). Raises EvidenceError (an
     input error: exit 2) for a run that did not finish or whose evidence moved."""
     from evals.pairwise import head_to_head
+    from evals.vs_champion import HEAD_TO_HEAD
 
+    recorded = recorded_head_to_head(tracker, run_a, run_b)
+    stopped_at = recorded.get(f"{HEAD_TO_HEAD}/sequential_prompts_used")
+    if prompts is None and n_prompts is None and stopped_at is not None and stopped_at >= 5:  # the prompts it judged
+        n_prompts = int(stopped_at)
     with tempfile.TemporaryDirectory(prefix="harness-compare-") as tmp:
         root = Path(workdir or tmp)
         a = recorded_policy(tracker, run_a, root / "a")
@@ -295,4 +303,4 @@ def compare_runs(tracker, run_a: str, run_b: str, *, n_prompts: int | None = Non
     return ComparisonResult(run_a, run_b, a.cell, b.cell, n, judge, summary, verdicts, samples,
                             {"a": {"fingerprint": answers_a.fingerprint, "source": answers_a.source},
                              "b": {"fingerprint": answers_b.fingerprint, "source": answers_b.source}},
-                            recorded_head_to_head(tracker, run_a, run_b))
+                            recorded)

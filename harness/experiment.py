@@ -20,7 +20,7 @@ from evals.eval_prompts import prepare_eval_prompts
 from evals.registry import EvalsOutcome, run_evals
 from harness.config import ExperimentConfig
 from harness.errors import HarnessInputError
-from harness.gate import GateDecision, gate, rules_for, sequential_targets
+from harness.gate import GateDecision, gate, rules_for, rules_vs_champion, sequential_targets
 from harness.promotion import champion_baseline, promote_run, record_decision, record_evidence
 from harness.recording import (
     gate_plan_for_report,
@@ -187,11 +187,12 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks,
                       start_fingerprint=start.fingerprint if start is not None else "",
                       calibration=lambda: cell_judge_calibration(tracker, config.eval.judge, config.resolved_cache_dir))
     rules = rules_for(config, iterating=start is not None)
-    if config.eval.sequential is not None:
-        ctx.sequential_targets = sequential_targets(rules, known_metrics(), config.gate.family_size)
     # what ships now, judged head to head with the policy (evals.vs_champion) when there is a champion
     ctx.champion = tracker.champion(config.registry.model_name, config.registry.alias)
     ctx.champion_answers = champion_answers(tracker, ctx.champion, texts, max_new_tokens=config.eval.max_new_tokens)
+    if config.eval.sequential is not None:  # with a champion, rules against it read the head-to-head
+        compared = rules_vs_champion(rules, {} if ctx.champion is not None else None)
+        ctx.sequential_targets = sequential_targets(compared, known_metrics(), config.gate.family_size)
     outcome = _evaluate(ctx, tracker, cell_dir, hooks)
     baselines = record_baselines(tracker, outcome, iterating=start is not None)
     uploaded = record_inputs(tracker, config, outcome.errors, trained.adapter_dir, lineage)

@@ -84,8 +84,9 @@ def _z(confidence: float) -> float:
 
 
 def sample_size(metric: str, summary: Mapping[str, float]) -> int | None:
-    """Items behind a metric: `<metric>_n`, else the eval's own `<eval>/n_...` count."""
-    for key in [f"{metric}_n", *sorted(k for k in summary if k.startswith(f"{_eval_of(metric)}/n_"))]:
+    """Items behind a metric: `<metric>_n`, else the eval's own `<eval>/n` or `<eval>/n_...` count."""
+    evaluation = _eval_of(metric)
+    for key in [f"{metric}_n", f"{evaluation}/n", *sorted(k for k in summary if k.startswith(f"{evaluation}/n_"))]:
         count = summary.get(key)
         if _finite(count):
             return int(count)
@@ -196,8 +197,10 @@ def anytime_limit(key: str, side: str, confidence: float, summary: Mapping[str, 
 def sequential_targets(rules: list[GateRule], specs: Mapping[str, MetricSpec],
                        family_size: int = 1) -> dict[str, list[SequentialRule]]:
     """What a sequential eval must decide before it may stop: per metric, each bound rule compared with the
-    reference, at the rule's own level (with the sweep's Bonferroni share). An allowed regression on a
-    comparison metric is a floor (or ceiling) at its neutral value minus (plus) the margin."""
+    reference (or a comparison with the start or, head to head, the champion: pass `rules` re-pointed by
+    rules_vs_champion), at the rule's own level (with the sweep's Bonferroni share). An allowed regression on a
+    comparison metric is a floor (or ceiling) at its neutral value minus (plus) the margin; on a per-item
+    accuracy it is decided on the paired differences."""
     out: dict[str, list[SequentialRule]] = {}
     for rule in rules:
         spec = specs.get(rule.metric)
@@ -208,7 +211,7 @@ def sequential_targets(rules: list[GateRule], specs: Mapping[str, MetricSpec],
             out.setdefault(paired_delta_key(rule.metric, rule.against), []).append(
                 SequentialRule("max_regression", rule.max_regression, conf, rule.label))
             continue
-        if rule.against != "reference":
+        if rule.against != "reference" and not _compares_with_its_baseline(rule):
             continue
         found = [SequentialRule("min", rule.min, conf, rule.label)] if rule.min is not None else []
         if rule.max is not None:
@@ -222,6 +225,16 @@ def sequential_targets(rules: list[GateRule], specs: Mapping[str, MetricSpec],
         if found:
             out.setdefault(rule.metric, []).extend(found)
     return out
+
+
+def _compares_with_its_baseline(rule: GateRule) -> bool:
+    """A rule against the start on a `*_vs_start` comparison, or against the champion on the head-to-head: the
+    metric itself measures the policy against that baseline, which sits at the metric's neutral value."""
+    from evals.vs_start import VS_START
+
+    evaluation = _eval_of(rule.metric)
+    return (rule.against == "start" and evaluation in VS_START.values()) or (
+        rule.against == "champion" and is_head_to_head(rule.metric))
 
 
 def _paired_per_item(rule: GateRule, spec: MetricSpec) -> bool:
@@ -560,5 +573,6 @@ def _head_to_head_non_inferior(rule, summary, spec, value, confidence, level) ->
         return dict(passed=False, **common, reason=_no_interval(rule.metric, summary))
     ok = low > bound
     return dict(passed=ok, **common, confidence_bound=low,
-                reason=f"head-to-head lower bound{level} {low:.4g} {'>' if ok else '<='} {bound:.4g} (the champion at "
+                reason=f"head-to-head lower bound{level}{_anytime_note(rule.metric, summary)} {low:.4g} "
+                       f"{'>' if ok else '<='} {bound:.4g} (the champion at "
                        f"{even:g} less the allowed {margin:.4g}; estimate {value:.4g})")

@@ -13,7 +13,7 @@ import pytest
 
 from evals.catalog import known_metrics
 from evals.generation import Completion
-from evals.pairwise import sequential_winrate
+from evals.pairwise import winrate_vs_reference
 from harness.config import GateRule, SequentialConfig
 from harness.gate import PROMOTE, confidence_limit, gate, sequential_targets
 
@@ -48,7 +48,7 @@ def _cell(n: int, p_policy: float, seed: int, *, batch: int = 8, max_prompts: in
     e = SimpleNamespace(judge=CoinJudge(p_policy, str(seed)), n_bootstrap=0, verbosity_gap_pct=10.0,
                         max_truncated_pct=100.0, sequential=SequentialConfig(batch_prompts=batch, max_prompts=max_prompts))
     return SimpleNamespace(eval=e, config=SimpleNamespace(seed=seed, eval=e), prompts=prompts, policy_out=pol,
-                           reference_out=ref, cache_dir=None, sequential_targets={})
+                           reference_out=ref, baseline_out=None, cache_dir=None, sequential_targets={})
 
 
 RULES = [GateRule(name="raw_beats_reference", metric="winrate/win_rate_pct", min=50.0),
@@ -57,7 +57,7 @@ RULES = [GateRule(name="raw_beats_reference", metric="winrate/win_rate_pct", min
 
 def _run(ctx, rules=RULES, family_size: int = 1):
     ctx.sequential_targets = sequential_targets(rules, known_metrics(), family_size)
-    out = sequential_winrate(ctx, ctx.reference_out)
+    out = winrate_vs_reference(ctx)  # the registered eval: sequential because eval.sequential is set
     decision = gate(out.metrics, {"reference": {"winrate/win_rate_pct": 50.0, "winrate/lc_win_rate_pct": 50.0}},
                     rules, specs=known_metrics(), family_size=family_size)
     return out, decision
@@ -156,3 +156,42 @@ def test_a_raised_budget_judges_only_the_new_prompts(tmp_path):
     second, _ = _run(ctx)
     assert second.metrics["winrate/sequential_prompts_used"] == 32
     assert Counting.asked == 2 * 32  # 16 new prompts, both orders; the first 16 came from the cache
+
+
+def _against_champion(p_policy: float, seed: int, rules: list[GateRule], n: int = 96):
+    """The candidate judged head to head against the champion's answers (the reference seat holds the
+    champion), with the rules re-pointed to the head-to-head as the pipeline does before the eval runs."""
+    from evals.vs_champion import winrate_vs_champion
+    from harness.gate import REGISTERED_VERSION, rules_vs_champion
+
+    ctx = _cell(n, p_policy, seed)
+    ctx.champion, ctx.champion_out = (3, "champion-run"), ctx.reference_out
+    ctx.sequential_targets = sequential_targets(rules_vs_champion(rules, {}), known_metrics())
+    out = winrate_vs_champion(ctx)
+    baselines = {"reference": {}, "champion": {REGISTERED_VERSION: 3.0}}
+    return out, gate(out.metrics, baselines, rules, specs=known_metrics())
+
+
+def test_a_head_to_head_with_the_champion_stops_once_its_rule_is_decided():
+    rule = GateRule(name="not_worse_than_champion", metric="winrate/win_rate_pct", max_regression=10.0,
+                    against="champion")
+    out, decision = _against_champion(0.85, 7, [rule])
+    m = out.metrics
+    assert decision.verdict == PROMOTE, decision.first_failure
+    assert m["winrate_vs_champion/sequential_stopped_early"] == 1.0
+    assert m["winrate_vs_champion/sequential_prompts_used"] < 96 == m["winrate_vs_champion/sequential_max_prompts"]
+    (check,) = decision.checks
+    assert check.metric == "winrate_vs_champion/win_rate_pct" and "anytime-valid" in check.reason
+    assert check.confidence_bound == m["winrate_vs_champion/win_rate_pct_anytime_low"]
+    # the report's champion column: a verdict for each judged prompt, none for the rest
+    verdicts = [s["champion_verdict"] for s in out.extras["champion_samples"]]
+    assert verdicts.count(None) == 96 - m["winrate_vs_champion/sequential_prompts_used"]
+    assert out.extras["sequential"]["winrate_vs_champion"][0]["metric"] == "winrate_vs_champion/win_rate_pct"
+
+
+def test_a_candidate_no_better_than_the_champion_ships_at_most_at_the_level():
+    """`min: 50 against: champion` head to head, equal quality, 64 prompts judged 8 at a time: 200 cells."""
+    rule = GateRule(name="beats_champion", metric="winrate/win_rate_pct", min=50.0, against="champion")
+    sims = 200
+    promoted = sum(_against_champion(0.5, 1000 + k, [rule], n=64)[1].verdict == PROMOTE for k in range(sims))
+    assert promoted / sims <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / sims)

@@ -301,3 +301,16 @@ def test_a_run_against_the_champion_records_the_head_to_head_and_compare_reprodu
     assert [s["champion"] for s in cell["samples"]] == first_answers == [s["b"] for s in out["samples"]]
     assert cell["champion"] == {"version": "1", "run_id": first.run_id}
     assert 'id="head-to-head-table"' in open(second.report, encoding="utf-8").read()
+
+
+def test_compare_reproduces_a_sequential_head_to_head_on_the_prompts_it_judged():
+    """A sequential head-to-head also records its stop and anytime bounds: state of its sequential test, which
+    a fixed comparison on the same prompts does not recompute; every statistic must still match exactly."""
+    from harness.compare import ComparisonResult
+
+    recorded = {f"{HEAD_TO_HEAD}/win_rate_pct": 62.5, f"{HEAD_TO_HEAD}/win_rate_pct_stderr": 4.0,
+                f"{HEAD_TO_HEAD}/sequential_prompts_used": 16.0, f"{HEAD_TO_HEAD}/win_rate_pct_anytime_low": 41.0}
+    same = ComparisonResult("a", "b", "ca", "cb", 16, "rule", {RAW: 62.5, f"{RAW}_stderr": 4.0}, [], recorded=recorded)
+    assert same.reproduces is True
+    other = ComparisonResult("a", "b", "ca", "cb", 48, "rule", {RAW: 60.0, f"{RAW}_stderr": 2.0}, [], recorded=recorded)
+    assert other.reproduces is False
