@@ -379,12 +379,29 @@ def _non_inferior(rule, summary, baselines, spec, value, confidence, level) -> d
         if not (_finite(se_value) and _finite(se_base)):
             return dict(passed=False, **common, reason=_no_interval(rule.metric if not _finite(se_value)
                                                                     else f"the {rule.against}'s {rule.metric}"))
+        if se_base == 0 and f"{rule.metric}_skewness" in summary:  # an exact baseline: the metric's own bound,
+            return _exact_baseline_non_inferior(rule, summary, sign, confidence, level, common)  # skew-aware
         stderr, how = math.hypot(se_value, se_base), "unpaired"
     upper = drop + _z(confidence) * stderr
     ok = upper < margin
     return dict(passed=ok, **common, confidence_bound=upper,
                 reason=f"{how} drop upper bound{level} {upper:.4g} {'<' if ok else '>='} allowed {margin:.4g} "
                        f"(drop {drop:.4g} vs {rule.against} {baseline:.4g})")
+
+
+def _exact_baseline_non_inferior(rule, summary, sign, confidence, level, common) -> dict:
+    """Against an exact baseline (the reference's KL of 0, its length ratio of 1) the drop's upper bound is the
+    metric's own one-sided bound moved to the baseline: skew-aware where the eval records the skewness (a
+    normal bound on right-skewed per-sequence KL covers 69-90% at a nominal 95% with 6-16 samples)."""
+    limit = confidence_limit(rule.metric, "low" if sign > 0 else "high", confidence, summary)
+    if limit is None:
+        return dict(passed=False, **common, reason=_no_interval(rule.metric, summary))
+    baseline, margin = common["baseline"], common["margin"]
+    upper = sign * (baseline - limit)
+    ok = upper < margin
+    return dict(passed=ok, **common, confidence_bound=upper,
+                reason=f"skew-aware drop upper bound{level} {upper:.4g} {'<' if ok else '>='} allowed {margin:.4g} "
+                       f"(drop {sign * (baseline - summary[rule.metric]):.4g} vs {rule.against} {baseline:.4g})")
 
 
 def _anytime_non_inferior(rule, summary, ref, sign, confidence, level, common) -> dict:
@@ -498,7 +515,10 @@ def rules_vs_start(rules: list[GateRule]) -> list[GateRule]:
         update: dict = {}
         if evaluation in VS_START:
             update["metric"] = f"{VS_START[evaluation]}/{metric}"
-        if rule.max_regression is not None and rule.against == "reference":
+        # the copy is a promise about the start: an allowed regression (from the reference or from the champion)
+        # is measured from the start, never from the champion's own `*_vs_start` values (a round-1 champion
+        # has none, and they compare another model with the start)
+        if rule.against != "start" and (rule.max_regression is not None or rule.against == "champion"):
             update["against"] = "start"
         if update:
             out.append(rule.model_copy(update=update | {"name": f"{rule.label}_vs_start"}))

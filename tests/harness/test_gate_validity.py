@@ -129,6 +129,24 @@ def test_kl_upper_bound_covers_the_true_kl_at_the_shipped_sample_counts(n, confi
     assert normal < confidence - _mc_slack(confidence, sims)  # the mixture: the old bound misses its level
 
 
+@pytest.mark.parametrize("n", [8, 16])
+def test_an_allowed_kl_increase_at_its_margin_passes_at_most_at_the_level(n):
+    """`max_regression` on KL against the reference (an exact 0): the drop's upper bound is KL's own
+    skew-aware bound, so a policy whose true KL equals the allowed increase passes at most 5% of the time.
+    With the normal bound (skewness not recorded) the same cells pass beyond the level."""
+    rng = np.random.default_rng(100 + n)
+    draw, true_kl = KL_SHAPES["mixture_10pct_x5"]
+    rule = GateRule(name="kl_not_worse", metric="kl/seq_kl_k3", max_regression=true_kl, against="reference")
+    sims, passed, normal_passed = 1500, 0, 0
+    for row in draw(rng, (sims, n)):
+        summary = KLEstimate(seq_k1=row.tolist(), seq_k3=row.tolist(), n_tokens=10 * n).summary()
+        decide = lambda s: gate(s, {"reference": {"kl/seq_kl_k3": 0.0}}, [rule], specs=known_metrics())  # noqa: E731
+        passed += decide(summary).verdict == "PROMOTE"
+        normal_passed += decide({k: v for k, v in summary.items() if not k.endswith("_skewness")}).verdict == "PROMOTE"
+    assert passed / sims <= 0.05 + _mc_slack(0.95, sims)
+    assert normal_passed / sims > 0.05 + _mc_slack(0.95, sims)
+
+
 @pytest.mark.parametrize("n", [6, 12, 16])
 def test_kl_lower_bound_still_covers_for_right_and_left_skewed_values(n):
     """The low side (a rule `min` on a skew-aware metric) is the high side of the negated values: it

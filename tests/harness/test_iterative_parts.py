@@ -123,3 +123,28 @@ def test_an_unknown_builtin_pool_is_a_config_error():
         validate_config({"model": {"name": "embedded:tiny"}, "variant": "dpo", "iterations": 2,
                          "iteration": {"prompt_pool": "builtin:verifyable"}})
     assert "unknown built-in pool 'builtin:verifyable'" in str(info.value) + str(getattr(info.value, "problems", ""))
+
+
+def test_a_regression_against_the_champion_is_kept_against_the_start_in_later_rounds():
+    """Round 2 with a champion from round 1: `max_regression against: champion` on the LC win rate reads the
+    head-to-head; its vs-start copy is a floor at 50 minus the margin on the win rate over the start (the
+    start sits at 50), not a comparison with the champion's `winrate_vs_start` values (it has none)."""
+    from evals.catalog import known_metrics
+    from harness.gate import REGISTERED_VERSION, gate
+    from harness.recording import start_values
+
+    rules = [GateRule(name="lc_vs_champ", metric="winrate/lc_win_rate_pct", max_regression=5, against="champion")]
+    rules += rules_vs_start(rules)
+    assert rules[1].against == "start" and rules[1].metric == "winrate_vs_start/lc_win_rate_pct"
+    summary = {"winrate_vs_champion/lc_win_rate_pct": 55.0, "winrate_vs_champion/lc_win_rate_pct_stderr": 2.0,
+               "winrate_vs_champion/champion_version": 1.0,
+               "winrate_vs_start/lc_win_rate_pct": 52.0, "winrate_vs_start/lc_win_rate_pct_stderr": 2.0}
+    baselines = {"reference": {}, "start": start_values(summary, {}),
+                 "champion": {REGISTERED_VERSION: 1.0, "winrate/lc_win_rate_pct": 60.0}}
+    decision = gate(summary, baselines, rules, specs=known_metrics())
+    assert decision.verdict == "PROMOTE", decision.first_failure
+    start_check = decision.checks[1]
+    assert start_check.baseline == 50.0 and start_check.bound == 45.0
+    # a drift past the margin from the start blocks, whatever the champion says
+    worse = summary | {"winrate_vs_start/lc_win_rate_pct": 44.0}
+    assert [c.name for c in gate(worse, baselines, rules, specs=known_metrics()).failed] == ["lc_vs_champ_vs_start"]
