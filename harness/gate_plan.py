@@ -307,8 +307,9 @@ def plan_gate(config: ExperimentConfig, *, config_path: str = "", sims: int = 40
     if not sizes.prompts_exact:
         notes.append(f"eval prompts: {sizes.prompts_source}")
     if getattr(config.eval, "sequential", None) is not None:
-        notes.append("eval.sequential is set: runs may stop judging early on anytime-valid bounds, which this "
-                     "fixed-size simulation does not model; its rates describe the fixed-size gate at this size")
+        notes.append("eval.sequential is set: runs may stop judging (and evaluating domain documents) early on "
+                     "anytime-valid bounds, which this fixed-size simulation does not model; its rates describe the "
+                     "fixed-size gate at this size (the sequential rates: docs/sequential.md)")
     level = stated_level(config)
     plan = Plan(config=config_path, sims=sims, family_size=family,
                 sizes={"n_prompts": sizes.n_prompts, "n_prompts_source": sizes.prompts_source,

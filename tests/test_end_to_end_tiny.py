@@ -163,29 +163,49 @@ FAST = {"training.max_steps": 1, "eval.n_prompts": 8, "eval.kl.n_prompts": 4, "e
         "eval.n_bootstrap": 0}
 
 
-@pytest.mark.parametrize("fault", ["exception", "nan"])
+def _nan_partner(eval_name: str) -> str:
+    """The eval whose metrics turn NaN in the same run as `eval_name` crashes: the next one in the registry
+    with a metric to corrupt (an uncalibrated judge produces none; its absence already blocks a judge rule).
+    Pairing the two faults halves the runs; each still has its own failing check to find."""
+    names = list(EVALS)
+    return next(n for n in names[names.index(eval_name) + 1:] + names if n not in (eval_name, "judge"))
+
+
+def test_every_eval_is_crashed_once_and_corrupted_once_by_the_fault_injection_below():
+    assert {_nan_partner(name) for name in EVALS} == set(EVALS) - {"judge"}
+
+
 @pytest.mark.parametrize("eval_name", list(EVALS))
-def test_fault_injection_in_any_eval_blocks_and_keeps_the_champion(eval_name, fault, champion_dir, model_cache):
-    if fault == "nan" and eval_name == "judge":
-        pytest.skip("an uncalibrated judge produces no metric to corrupt (its absence already blocks a judge rule)")
+def test_fault_injection_in_any_eval_blocks_and_keeps_the_champion(eval_name, champion_dir, model_cache):
+    """One eval raises and another's metrics turn NaN, in every registered eval (each raises once and is
+    corrupted once across the parametrisation): the crash is blamed on exactly the eval that raised, the NaN
+    fails the rule that reads it, and the champion stays where it was."""
     import math
 
+    corrupted = _nan_partner(eval_name)
     config = tiny_config(champion_dir, model_cache, **FAST)
     tracker = Tracker(config.output_dir, config.name)
     before = tracker.registry_snapshot(config.registry.model_name)
 
-    def inject(metrics):
-        if fault == "exception":
-            raise RuntimeError(f"injected failure in {eval_name}")
+    def crash(metrics):
+        raise RuntimeError(f"injected failure in {eval_name}")
+
+    def nan(metrics):
         return {k: math.nan for k in metrics}
 
-    # a permissive point rule on a metric the eval owns, so that only the fault can block
-    permissive = [GateRule(metric=EVALS[eval_name], min=-1e9, max=1e9, statistic="point")]
+    # permissive point rules on a metric each eval owns, so that only the faults can block
+    permissive = [GateRule(name=f"{name}_reads", metric=EVALS[name], min=-1e9, max=1e9, statistic="point")
+                  for name in (eval_name, corrupted)]
     config = config.model_copy(update={"gate": config.gate.model_copy(update={"rules": permissive})})
-    result = run_experiment(config, hooks={f"eval:{eval_name}": inject})
+    result = run_experiment(config, hooks={f"eval:{eval_name}": crash, f"eval:{corrupted}": nan})
     assert result.verdict == "BLOCK", result.decision.to_dict()
-    if fault == "exception":  # blamed on exactly this eval: its own required check fails
-        assert [c.name for c in result.decision.failed if c.name.endswith("_ran")] == [f"{eval_name}_ran"]
+    failed = {c.name: c.reason for c in result.decision.failed}
+    # blamed on exactly the eval that raised: its own required check fails, and the rule reading it
+    assert [name for name in failed if name.endswith("_ran")] == [f"{eval_name}_ran"]
+    assert f"eval '{eval_name}' failed" in failed[f"{eval_name}_reads"]
+    # the NaN is not a number the gate can pass, whatever the rule's bounds (a NaN champion version: the
+    # head-to-head cannot say which champion it was measured against)
+    assert any(why in failed[f"{corrupted}_reads"] for why in ("not a finite number", "no head-to-head")), failed
     assert tracker.registry_snapshot(config.registry.model_name) == before
 
 
