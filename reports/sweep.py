@@ -439,10 +439,11 @@ def _selection(raw: Any) -> dict | None:
         return None
     passed = [str(p) for p in seq(sel.get("passed"))]
     winner = sel.get("winner_cell")
-    return {"rule": fmt(sel.get("rule")), "winner": fmt(winner) if winner not in (None, "", "-") else None,
+    # plain text: the template writes these into a sentence (escaped), not through the val() macro
+    return {"rule": fmt(sel.get("rule")).text, "winner": fmt(winner).text if winner not in (None, "", "-") else None,
             "score": _num(finite(sel.get("winner_score")), 4) if finite(sel.get("winner_score")) is not None else None,
-            "promotion": fmt(sel.get("promotion")),
-            "not_selected": [fmt(p) for p in passed if p != winner]}
+            "promotion": fmt(sel.get("promotion")).text,
+            "not_selected": [fmt(p).text for p in passed if p != winner]}
 
 
 def _pct(x: float | None, spec: str = ".1f") -> str | None:

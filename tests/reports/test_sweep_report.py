@@ -225,6 +225,13 @@ def test_the_sweep_page_shows_its_gate_plan_with_the_family_wise_rate(tmp_path: 
     assert f"{100 * plan['family_wise_rate']:.1f}% (± {100 * plan['family_wise_mc_stderr']:.1f}) of the time" in meaning
     assert "stated level 5%" in meaning and "dpo-b0.5-s0-bbb's promotion" in meaning and "winner's curse" in meaning
     assert 'href="#gate-plan"' in render_sweep_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
+    # the selection reads as a sentence (a formatted value's repr once leaked into it: "Val(text=...")
+    page = render_sweep_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
+    sentence = html.unescape(re.sub(r"<[^>]+>", "", re.search(r'<p class="note" id="selection">(.*?)</p>', page,
+                                                               re.S).group(1)))
+    assert "Val(" not in sentence
+    assert ("selects the highest lower 95% confidence bound of winrate/lc_win_rate_pct: dpo-b0.5-s0-bbb"
+            in " ".join(sentence.split())) and "promoted as version 1" in sentence
 
 
 def test_the_sweep_plan_prefers_its_own_then_the_selected_cells(tmp_path: Path, tiny_sweep_plan) -> None:
