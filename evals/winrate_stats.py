@@ -274,12 +274,9 @@ def _raw(y: np.ndarray) -> _Estimate:
     return _Estimate(100 * mean, 100 * stderr, 100 * influence)
 
 
-def _controlled(diffs: dict[str, np.ndarray], y: np.ndarray, what: str, raw: _Estimate,
-                notes: list[str]) -> tuple[_Estimate | str, tuple[str, ...]]:
-    """Controlled win rate on the named difference features (the first is length, always kept)."""
-    n = len(y)
-    if all(not np.any(d) for d in diffs.values()):
-        return raw, ()  # every difference is zero: the data sit at the evaluation point, LC = raw
+def _kept_features(diffs: dict[str, np.ndarray], n: int, notes: list[str]) -> dict[str, np.ndarray]:
+    """The difference features a controlled fit uses: the first (length) whenever it varies; the others when
+    they differ on enough prompts to be estimated (else left out, with a note)."""
     kept = {}
     for i, (name, diff) in enumerate(diffs.items()):
         if not np.any(diff):
@@ -289,6 +286,15 @@ def _controlled(diffs: dict[str, np.ndarray], y: np.ndarray, what: str, raw: _Es
                          "left out of the fit")
             continue
         kept[name] = diff
+    return kept
+
+
+def _controlled(diffs: dict[str, np.ndarray], y: np.ndarray, what: str, raw: _Estimate,
+                notes: list[str]) -> tuple[_Estimate | str, tuple[str, ...]]:
+    """Controlled win rate on the named difference features (the first is length, always kept)."""
+    if all(not np.any(d) for d in diffs.values()):
+        return raw, ()  # every difference is zero: the data sit at the evaluation point, LC = raw
+    kept = _kept_features(diffs, len(y), notes)
     if not kept:
         return raw, ()
     if np.all(y == y[0]):
@@ -361,7 +367,14 @@ def _analyse(rows: _Rows) -> tuple[dict[str, float], dict[str, str], dict[str, _
         ref_density = _density(rows.reference_markdown, rows.reference_chars)
         for j, name in enumerate(STYLE_FEATURES[1:]):
             diffs[name] = _relative(pol_density[:, j], ref_density[:, j], plus=1.0)
-    style, used = _controlled(diffs, y, "style", raw, notes)
+    style_notes: list[str] = []
+    if not isinstance(lc, str) and list(_kept_features(diffs, n, style_notes)) == ["length"]:
+        # no markdown feature varies enough to enter the fit: style control is the LC fit itself (same
+        # feature, same verdicts), so it is not fitted twice
+        style, used = lc, ("length",)
+        notes += style_notes
+    else:
+        style, used = _controlled(diffs, y, "style", raw, notes)
     summary["winrate/style_identified"] = float(not isinstance(style, str))
     if isinstance(style, str):
         reasons[STYLE] = style
