@@ -110,13 +110,18 @@ def model_name_problem(name: str) -> str | None:
     return None
 
 
-def _retry(fn, *args, attempts: int = 8, **kwargs):
-    """SQLite answers 'database is locked' under concurrent writers: back off and retry."""
+def _retry(fn, *args, attempts: int = 8, upsert: bool = False, **kwargs):
+    """SQLite answers 'database is locked' under concurrent writers: back off and retry. `upsert`: a set-tag
+    or set-alias call, which MLflow's SQL store does as read-then-insert, so two writers of the same new key
+    at the same moment make one fail on the key's UNIQUE constraint (seen on a tracking server in the
+    promotion race test); retried, the write finds the row and updates it, as if the two had come in turn."""
     for i in range(attempts):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # mlflow wraps the sqlite error in its own exception types
-            if "locked" not in str(exc).lower() or i == attempts - 1:
+            message = str(exc).lower()
+            transient = "locked" in message or (upsert and "unique constraint failed" in message)
+            if not transient or i == attempts - 1:
                 raise
             time.sleep(0.2 * 2**i)
 
@@ -181,7 +186,7 @@ class Tracker:
 
     def set_tags(self, tags: dict[str, str]) -> None:
         for k, v in tags.items():
-            _retry(self.client.set_tag, self.run_id, k, scrub_text(str(v))[:5000])
+            _retry(self.client.set_tag, self.run_id, k, scrub_text(str(v))[:5000], upsert=True)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         path = Path(path)
@@ -237,7 +242,7 @@ class Tracker:
         return str(mv.version)
 
     def set_alias(self, model_name: str, alias: str, version: str) -> None:
-        _retry(self.client.set_registered_model_alias, model_name, alias, version)
+        _retry(self.client.set_registered_model_alias, model_name, alias, version, upsert=True)
 
     def attach(self, run_id: str) -> None:
         """Work on an existing run (re-gating, promoting a recorded run)."""
@@ -330,7 +335,7 @@ class Tracker:
         return dict(_retry(self.client.get_registered_model, model_name).tags)
 
     def set_model_tag(self, model_name: str, key: str, value: str) -> None:
-        _retry(self.client.set_registered_model_tag, model_name, key, value)
+        _retry(self.client.set_registered_model_tag, model_name, key, value, upsert=True)
 
     def delete_model_tag(self, model_name: str, key: str) -> None:
         _retry(self.client.delete_registered_model_tag, model_name, key)

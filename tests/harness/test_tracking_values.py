@@ -190,3 +190,33 @@ def test_the_recorded_config_has_no_secret_and_still_validates():
     # a re-gate validates the recorded config again: redaction must leave it a valid config
     again = validate_config(recorded, source="config.json")
     assert again.eval.judge.model == "m" and again.registry.model_name == "po-harness-tiny"
+
+
+def test_a_tag_write_that_collides_with_another_writers_insert_is_retried_and_others_are_not(tmp_path, monkeypatch):
+    """Two processes setting the same new registered-model tag at once: MLflow's SQL store reads, finds no row,
+    and both insert; one fails on the UNIQUE constraint (seen on a tracking server in the promotion race).
+    The write is retried (it then updates the row); a UNIQUE failure of a create is not retried."""
+    import harness.tracking as tracking
+
+    tracker = Tracker(tmp_path, "collide")
+    tracker.ensure_registered_model("m")
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    real, calls = tracker.client.set_registered_model_tag, []
+
+    def collides_once(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise mlflow.exceptions.MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: "
+                                                    "registered_model_tags.key, registered_model_tags.name")
+        return real(*args)
+
+    monkeypatch.setattr(tracker.client, "set_registered_model_tag", collides_once)
+    tracker.set_model_tag("m", "lease", "mine")
+    assert len(calls) == 2 and tracker.model_tags("m")["lease"] == "mine"
+
+    def create_collides(*args, **kwargs):
+        raise mlflow.exceptions.MlflowException("UNIQUE constraint failed: registered_models.name")
+
+    monkeypatch.setattr(tracker.client, "create_registered_model", create_collides)
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        tracker.ensure_registered_model("another")
