@@ -113,8 +113,8 @@ def sequential_winrate(ctx: EvalContext, baseline_out: list, prefix: str = "winr
     budget = min(seq.max_prompts or len(items), len(items))
     judge = build_judge(e.judge, cache_dir=ctx.cache_dir)
     targets = {m: rules for m, rules in ctx.sequential_targets.items() if m.startswith(f"{prefix}/")}
-    sequences = tracked_metrics(targets, [_renamed(m, prefix) for m in BOUNDED], {_renamed(RAW, prefix)}, budget,
-                                seq.confidence, {_renamed(RAW, prefix): 100.0})
+    sequences = tracked_metrics(targets, [renamed_key(m, prefix) for m in BOUNDED], {renamed_key(RAW, prefix)}, budget,
+                                seq.confidence, {renamed_key(RAW, prefix): 100.0})
     parts: list[PositionSwap] = []
     looks: list[int] = []
     while not looks or looks[-1] < budget:
@@ -129,20 +129,21 @@ def sequential_winrate(ctx: EvalContext, baseline_out: list, prefix: str = "winr
             if s.method == "betting":
                 s.look_betting(win_scores(verdicts), looks)
             else:
-                key = _renamed(s.metric, "winrate")
+                key = renamed_key(s.metric, "winrate")
                 s.look_spending(n, stats.summary.get(key), stats.summary.get(f"{key}_stderr"))
         deciding = [s for s in sequences if s.decides]
         if deciding and all(s.status != CONTINUE for s in deciding):
             break
     n = looks[-1]
     summary, verdicts = judged_winrate(ctx, baseline_out, n, swap=concat_swaps(parts))
-    summary = {_renamed(k, prefix): v for k, v in summary.items()}
+    summary = {renamed_key(k, prefix): v for k, v in summary.items()}
     summary |= sequence_metrics(prefix, sequences, n, budget, judge_calls=2 * n)
     return summary, verdicts + [None] * (len(items) - n), [s.to_dict() for s in sequences]
 
 
-def _renamed(key: str, prefix: str) -> str:
-    """`winrate/lc_win_rate_pct` -> `<prefix>/lc_win_rate_pct`."""
+def renamed_key(key: str, prefix: str) -> str:
+    """`winrate/lc_win_rate_pct` -> `<prefix>/lc_win_rate_pct`: the same statistic of another comparison
+    (`winrate_vs_champion`, `winrate_vs_start`)."""
     return f"{prefix}/{key.split('/', 1)[1]}"
 
 

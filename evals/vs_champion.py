@@ -26,7 +26,9 @@ from __future__ import annotations
 
 from evals.context import EvalContext, EvalOutput
 from evals.metrics import METRICS, register_metric
-from evals.pairwise import head_to_head, sequential_winrate  # also registers the winrate/* metrics copied below
+
+# evals.pairwise also registers the winrate/* metrics copied below
+from evals.pairwise import head_to_head, renamed_key, sequential_winrate
 from evals.registry import register_eval
 
 HEAD_TO_HEAD = "winrate_vs_champion"
@@ -48,7 +50,7 @@ register_metric(CHAMPION_VERSION, higher_is_better=None, unit="version",
 
 def as_vs_champion(summary: dict) -> dict:
     """`winrate/lc_win_rate_pct_ci_low` -> `winrate_vs_champion/lc_win_rate_pct_ci_low` (missing reasons ride along)."""
-    return {f"{HEAD_TO_HEAD}/{key.split('/', 1)[1]}": value for key, value in summary.items()}
+    return {renamed_key(key, HEAD_TO_HEAD): value for key, value in summary.items()}
 
 
 def _has_champion(ctx: EvalContext) -> bool:

@@ -249,7 +249,9 @@ class ComparisonResult:
 
     def renamed(self, prefix: str) -> dict[str, Any]:
         """The metrics under another eval name, e.g. `winrate_vs_champion/lc_win_rate_pct`."""
-        return {f"{prefix}/{k.split('/', 1)[1]}": v for k, v in self.metrics.items()}
+        from evals.pairwise import renamed_key
+
+        return {renamed_key(k, prefix): v for k, v in self.metrics.items()}
 
     def to_json(self) -> dict[str, Any]:
         return {"run_a": self.run_a, "run_b": self.run_b, "cell_a": self.cell_a, "cell_b": self.cell_b,

@@ -366,11 +366,8 @@ def _non_inferior(rule, summary, baselines, spec, value, confidence, level) -> d
         # paired 0/1 outcomes per item: Tango's score bound, exact in level where a Wald bound is not
         drop = -summary.get(delta_key, (gained - lost) / n)
         upper = paired_drop_upper_bound(lost, gained, n, confidence)
-        ok = upper < margin
-        return dict(passed=ok, **common, confidence_bound=upper,
-                    reason=f"paired drop upper bound{level} {upper:.4g} {'<' if ok else '>='} allowed {margin:.4g} "
-                           f"(drop {drop:.4g} vs {rule.against} {baseline:.4g}, {int(lost)} items lost, "
-                           f"{int(gained)} gained of {int(n)})")
+        return _drop_check(common, upper, "paired drop", level, f"drop {drop:.4g} vs {rule.against} {baseline:.4g}, "
+                                                                f"{int(lost)} items lost, {int(gained)} gained of {int(n)}")
     if rule.against != "champion" and _finite(summary.get(delta_key)) and _finite(summary.get(f"{delta_key}_stderr")):
         drop, stderr, how = -sign * summary[delta_key], summary[f"{delta_key}_stderr"], "paired"
     else:  # unpaired: the baseline's own error adds in; a reference/start value without one is exact (neutral)
@@ -382,11 +379,17 @@ def _non_inferior(rule, summary, baselines, spec, value, confidence, level) -> d
         if se_base == 0 and f"{rule.metric}_skewness" in summary:  # an exact baseline: the metric's own bound,
             return _exact_baseline_non_inferior(rule, summary, sign, confidence, level, common)  # skew-aware
         stderr, how = math.hypot(se_value, se_base), "unpaired"
-    upper = drop + _z(confidence) * stderr
+    return _drop_check(common, drop + _z(confidence) * stderr, f"{how} drop", level,
+                       f"drop {drop:.4g} vs {rule.against} {baseline:.4g}")
+
+
+def _drop_check(common: dict, upper: float, label: str, level: str, detail: str) -> dict:
+    """Non-inferiority decided: the drop's upper confidence bound below the allowed regression (strictly: a bound
+    that only touches the margin shows nothing). The one verdict every `max_regression` path ends in."""
+    margin = common["margin"]
     ok = upper < margin
     return dict(passed=ok, **common, confidence_bound=upper,
-                reason=f"{how} drop upper bound{level} {upper:.4g} {'<' if ok else '>='} allowed {margin:.4g} "
-                       f"(drop {drop:.4g} vs {rule.against} {baseline:.4g})")
+                reason=f"{label} upper bound{level} {upper:.4g} {'<' if ok else '>='} allowed {margin:.4g} ({detail})")
 
 
 def _exact_baseline_non_inferior(rule, summary, sign, confidence, level, common) -> dict:
@@ -396,12 +399,9 @@ def _exact_baseline_non_inferior(rule, summary, sign, confidence, level, common)
     limit = confidence_limit(rule.metric, "low" if sign > 0 else "high", confidence, summary)
     if limit is None:
         return dict(passed=False, **common, reason=_no_interval(rule.metric, summary))
-    baseline, margin = common["baseline"], common["margin"]
-    upper = sign * (baseline - limit)
-    ok = upper < margin
-    return dict(passed=ok, **common, confidence_bound=upper,
-                reason=f"skew-aware drop upper bound{level} {upper:.4g} {'<' if ok else '>='} allowed {margin:.4g} "
-                       f"(drop {sign * (baseline - summary[rule.metric]):.4g} vs {rule.against} {baseline:.4g})")
+    baseline = common["baseline"]
+    return _drop_check(common, sign * (baseline - limit), "skew-aware drop", level,
+                       f"drop {sign * (baseline - summary[rule.metric]):.4g} vs {rule.against} {baseline:.4g}")
 
 
 def _anytime_non_inferior(rule, summary, ref, sign, confidence, level, common) -> dict:
@@ -410,11 +410,9 @@ def _anytime_non_inferior(rule, summary, ref, sign, confidence, level, common) -
     limit = anytime_limit(rule.metric, "low" if sign > 0 else "high", confidence, summary)
     if limit is None or _finite(ref.get(f"{rule.metric}_stderr")) and ref[f"{rule.metric}_stderr"] > 0:
         return dict(passed=False, **common, reason=_no_interval(rule.metric, summary))
-    baseline, margin = common["baseline"], common["margin"]
-    upper = sign * (baseline - limit)
-    ok = upper < margin
-    return dict(passed=ok, **common, confidence_bound=upper,
-                reason=f"drop upper bound{level}{_anytime_note(rule.metric, summary)} {upper:.4g} {'<' if ok else '>='} allowed {margin:.4g} (vs {rule.against} {baseline:.4g})")
+    baseline = common["baseline"]
+    return _drop_check(common, sign * (baseline - limit), "drop", level + _anytime_note(rule.metric, summary),
+                       f"vs {rule.against} {baseline:.4g}")
 
 
 def _anytime_paired_non_inferior(rule, summary, delta_key, sign, confidence, level, common) -> dict:
@@ -423,13 +421,8 @@ def _anytime_paired_non_inferior(rule, summary, delta_key, sign, confidence, lev
     limit = anytime_limit(delta_key, "low" if sign > 0 else "high", confidence, summary)
     if limit is None:
         return dict(passed=False, **common, reason=_no_interval(delta_key, summary))
-    margin = common["margin"]
-    upper = -sign * limit
-    ok = upper < margin
-    return dict(passed=ok, **common, confidence_bound=upper,
-                reason=f"paired drop upper bound{level}{_anytime_note(rule.metric, summary)} {upper:.4g} "
-                       f"{'<' if ok else '>='} allowed {margin:.4g} (drop {-sign * summary.get(delta_key, math.nan):.4g} "
-                       f"vs {rule.against} {common['baseline']:.4g})")
+    return _drop_check(common, -sign * limit, "paired drop", level + _anytime_note(rule.metric, summary),
+                       f"drop {-sign * summary.get(delta_key, math.nan):.4g} vs {rule.against} {common['baseline']:.4g}")
 
 
 def _anytime_note(metric: str, summary: Mapping[str, object]) -> str:
