@@ -147,11 +147,20 @@ def renamed_key(key: str, prefix: str) -> str:
     return f"{prefix}/{key.split('/', 1)[1]}"
 
 
+def judged_comparison(ctx: EvalContext, baseline_out: list, prefix: str = "winrate"
+                      ) -> tuple[dict[str, float], list, dict]:
+    """The policy's answers judged against `baseline_out`, on every prompt or, with eval.sequential, until the
+    rules on `<prefix>/` metrics are decided: (summary under `<prefix>/`, verdicts, extras for the report).
+    What the win rate over the reference, the head-to-head with the champion and the win rate over the start
+    each run."""
+    if ctx.eval.sequential is not None:
+        summary, verdicts, looks = sequential_winrate(ctx, baseline_out, prefix)
+        return summary, verdicts, {"sequential": {prefix: looks}}
+    summary, verdicts = judged_winrate(ctx, baseline_out)
+    return {renamed_key(k, prefix): v for k, v in summary.items()}, verdicts, {}
+
+
 @register_eval("winrate", owns=("winrate/",))
 def winrate_vs_reference(ctx: EvalContext) -> EvalOutput:
-    baseline = ctx.baseline_out or ctx.reference_out
-    if ctx.eval.sequential is not None:
-        summary, verdicts, looks = sequential_winrate(ctx, baseline)
-        return EvalOutput(summary, extras={"verdicts": verdicts, "sequential": {"winrate": looks}})
-    summary, verdicts = judged_winrate(ctx, baseline)
-    return EvalOutput(summary, extras={"verdicts": verdicts})
+    summary, verdicts, extras = judged_comparison(ctx, ctx.baseline_out or ctx.reference_out)
+    return EvalOutput(summary, extras={"verdicts": verdicts} | extras)

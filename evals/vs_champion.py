@@ -28,7 +28,7 @@ from evals.context import EvalContext, EvalOutput
 from evals.metrics import METRICS, register_metric
 
 # evals.pairwise also registers the winrate/* metrics copied below
-from evals.pairwise import head_to_head, renamed_key, sequential_winrate
+from evals.pairwise import judged_comparison
 from evals.registry import register_eval
 
 HEAD_TO_HEAD = "winrate_vs_champion"
@@ -48,11 +48,6 @@ register_metric(CHAMPION_VERSION, higher_is_better=None, unit="version",
                             "another champion cannot use it)")
 
 
-def as_vs_champion(summary: dict) -> dict:
-    """`winrate/lc_win_rate_pct_ci_low` -> `winrate_vs_champion/lc_win_rate_pct_ci_low` (missing reasons ride along)."""
-    return {renamed_key(key, HEAD_TO_HEAD): value for key, value in summary.items()}
-
-
 def _has_champion(ctx: EvalContext) -> bool:
     return ctx.champion is not None
 
@@ -64,14 +59,7 @@ def winrate_vs_champion(ctx: EvalContext) -> EvalOutput:
     champion_out = ctx.champion_out
     if len(champion_out) != len(ctx.prompts):
         raise ValueError(f"the champion answered {len(champion_out)} of {len(ctx.prompts)} eval prompts")
-    extras: dict = {}
-    if ctx.eval.sequential is not None:  # judged in batches, stopped once the rules against the champion are decided
-        summary, verdicts, looks = sequential_winrate(ctx, champion_out, HEAD_TO_HEAD)
-        extras["sequential"] = {HEAD_TO_HEAD: looks}
-    else:
-        judged, verdicts = head_to_head(ctx.prompts, champion_out, ctx.policy_out, ctx.eval, seed=ctx.config.seed,
-                                        cache_dir=ctx.cache_dir)
-        summary = as_vs_champion(judged)
+    summary, verdicts, extras = judged_comparison(ctx, champion_out, HEAD_TO_HEAD)
     metrics = summary | {CHAMPION_VERSION: float(version)}
     # the report's three-way picture: the champion's answer and verdict beside the reference's and the policy's
     samples = [{"champion": c.text, "champion_tokens": c.n_tokens, "champion_verdict": v}

@@ -10,7 +10,7 @@ from evals.generation import batch_completion_logprobs
 from evals.kl import kl_from_logprobs
 from evals.length import length_summary
 from evals.metrics import METRICS, register_metric
-from evals.pairwise import judged_winrate, sequential_winrate
+from evals.pairwise import judged_comparison
 from evals.registry import register_eval
 
 VS_START = {"winrate": "winrate_vs_start", "kl": "kl_vs_start", "length": "length_vs_start"}
@@ -38,10 +38,8 @@ def _iterating(ctx: EvalContext) -> bool:
 
 @register_eval("winrate_vs_start", owns=("winrate_vs_start/",), when=_iterating)
 def winrate_vs_start(ctx: EvalContext) -> EvalOutput:
-    if ctx.eval.sequential is not None:  # judged in batches, stopped once the rules against the start are decided
-        summary, _, looks = sequential_winrate(ctx, ctx.start_out, VS_START["winrate"])
-        return EvalOutput(summary, extras={"sequential": {VS_START["winrate"]: looks}})
-    return EvalOutput(against_start(judged_winrate(ctx, ctx.start_out)[0]))
+    summary, _, extras = judged_comparison(ctx, ctx.start_out, VS_START["winrate"])
+    return EvalOutput(summary, extras=extras)
 
 
 @register_eval("kl_vs_start", owns=("kl_vs_start/",), when=_iterating)
