@@ -65,7 +65,7 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import yaml
@@ -466,8 +466,25 @@ def sequential_domain(ctx: EvalContext, reference: dict, start: dict | None) -> 
     used. The reference (and start) are measured on every document once, cached by content and shared by every
     cell; what the sequential eval saves is the policy's evaluation. Everything is reported on the documents
     used, with the anytime bounds the gate must read after such a stop."""
-    seq = ctx.eval.sequential
     dcache, include = _task_setup(ctx)
+
+    def measure(batch: dict[str, list[int]]) -> dict[str, dict[int, float]]:
+        measured = run_domain_evals(ctx.policy, ctx.tokenizer, [_task_of(name) for name in batch], cache_dir=dcache,
+                                    seed=ctx.config.seed, include_paths=include,
+                                    samples={_task_of(name): ids for name, ids in batch.items()})
+        return {name: dict(zip(measured.doc_ids.get(name, []), measured.per_item.get(name, []))) for name in batch}
+
+    return decide_tasks_sequentially(measure, reference, start, ctx.eval.sequential, ctx.sequential_targets,
+                                     ctx.config.seed)
+
+
+def decide_tasks_sequentially(measure: Callable[[dict[str, list[int]]], dict[str, dict[int, float]]],
+                              reference: dict, start: dict | None, seq, targets: dict[str, list],
+                              seed: int) -> EvalOutput:
+    """The sequential domain loop, whatever measures the policy: `measure({eval name: doc ids})` returns the
+    policy's per-document scores of those documents (lm-eval in a run; simulated outcomes in
+    harness.gate_plan, which plans with this same loop). `reference`/`start`: measurements on every document
+    ({"summary", "per_item", "doc_ids"}); `seq`: eval.sequential; `targets`: the gate's sequential targets."""
     tasks = []
     for name, ref_items in reference["per_item"].items():
         baselines = {"": _by_doc(reference, name)}
@@ -475,16 +492,14 @@ def sequential_domain(ctx: EvalContext, reference: dict, start: dict | None) -> 
             baselines["_vs_start"] = _by_doc(start, name)
         deltas = [f"{name}/acc_delta{suffix}" for suffix in baselines]
         bounded = [f"{name}/acc", *deltas]
-        targets = {m: rules for m, rules in ctx.sequential_targets.items() if m in bounded}
-        sequences = tracked_metrics(targets, bounded, set(bounded), len(ref_items), seq.confidence, paired=set(deltas))
-        tasks.append(_TaskSequence(name, _item_order(list(baselines[""]), ctx.config.seed, name), baselines, sequences))
+        wanted = {m: rules for m, rules in targets.items() if m in bounded}
+        sequences = tracked_metrics(wanted, bounded, set(bounded), len(ref_items), seq.confidence, paired=set(deltas))
+        tasks.append(_TaskSequence(name, _item_order(list(baselines[""]), seed, name), baselines, sequences))
     while pending := [t for t in tasks if not t.done]:
-        batch = {_task_of(t.name): t.order[t.used: t.used + seq.batch_items] for t in pending}
-        measured = run_domain_evals(ctx.policy, ctx.tokenizer, list(batch), cache_dir=dcache, seed=ctx.config.seed,
-                                    include_paths=include, samples=batch)
+        batch = {t.name: t.order[t.used: t.used + seq.batch_items] for t in pending}
+        measured = measure(batch)
         for t in pending:
-            asked = batch[_task_of(t.name)]
-            got = dict(zip(measured.doc_ids.get(t.name, []), measured.per_item.get(t.name, [])))
+            asked, got = batch[t.name], measured.get(t.name, {})
             if set(got) != set(asked):
                 raise RuntimeError(f"lm-eval returned documents {sorted(got)} of {t.name}, asked for {sorted(asked)}")
             t.policy.update(got)

@@ -101,17 +101,18 @@ def judged_winrate(ctx: EvalContext, baseline_out: list, n: int | None = None,
 BETTING, BOUNDED = {RAW}, (RAW, LC, STYLE, GAP)
 
 
-def sequential_winrate(ctx: EvalContext, baseline_out: list, prefix: str = "winrate"
+def sequential_winrate(ctx: EvalContext, baseline_out: list, prefix: str = "winrate", judge=None
                        ) -> tuple[dict[str, float], list, list[dict]]:
     """eval.sequential: judge `batch_prompts` prompts at a time and stop once every gate rule on a `<prefix>/`
     metric (ctx.sequential_targets) is decided by its anytime-valid bound, or at the budget. `prefix` names
     the comparison: `winrate` (over the reference), `winrate_vs_champion` (head to head), `winrate_vs_start`.
     Returns the usual summary on the prompts judged, under `<prefix>/`, plus the anytime bounds the gate must
-    read (evals.sequential); the verdicts (None for prompts not judged); the looks, for the report."""
+    read (evals.sequential); the verdicts (None for prompts not judged); the looks, for the report.
+    `judge`: a judge object instead of eval.judge's (harness.gate_plan's simulated judge of known truth)."""
     e, seq = ctx.eval, ctx.eval.sequential
     items = judge_items(ctx.prompts, baseline_out, ctx.policy_out)
     budget = min(seq.max_prompts or len(items), len(items))
-    judge = build_judge(e.judge, cache_dir=ctx.cache_dir)
+    judge = judge or build_judge(e.judge, cache_dir=ctx.cache_dir)
     targets = {m: rules for m, rules in ctx.sequential_targets.items() if m.startswith(f"{prefix}/")}
     sequences = tracked_metrics(targets, [renamed_key(m, prefix) for m in BOUNDED], {renamed_key(RAW, prefix)}, budget,
                                 seq.confidence, {renamed_key(RAW, prefix): 100.0})

@@ -18,8 +18,8 @@ the bet lambda_i >= 0 is fixed before x_i is seen (predictable). By Ville's ineq
 probability at most alpha; K-_t(m) (betting below, lambda-_i(m) = min(lambda_i, c / (1 - m))) gives the
 upper side. Because lambda_i does not depend on m, each factor is monotone in m (the truncation at
 c / m keeps it so), K+ is nonincreasing and K- nondecreasing in m: each side is an interval, the
-bound is found by bisection, and "the lower bound lies above m0" is exactly "K+_t(m0) reached
-1/alpha", which is how decisions are taken here (no bisection error can flip a verdict).
+bound is found by a bracketing search, and "the lower bound lies above m0" is exactly "K+_t(m0) reached
+1/alpha", which is how decisions are taken here (no search tolerance can flip a verdict).
 
 The bet (any predictable choice is valid; this one decides what the CS is tight for): WSR's
 predictable plug-in ("PrPl"), lambda_t = sqrt(2 log(1/alpha) / (var_{t-1} t log(1 + t))), floored by
@@ -54,7 +54,7 @@ BET_CAP = 0.5  # c: a bet never stakes more than half the capital on one item (W
 # caps lose power (docs/sequential.md, "Which bet"). Any predictable bet is valid; these are the measured
 # choices.
 PAIRED_BET_CAP = math.inf
-_BISECTION_STEPS = 50  # 2^-50 of the score range: far below any reported digit
+_GRID, _REFINEMENTS = 16, 9  # the bound to 16^-9 = 2^-36 of the score range: far below any reported digit
 
 Side = Literal["low", "high"]
 RuleKind = Literal["min", "max", "max_regression"]
@@ -123,22 +123,26 @@ def log_capital(x: np.ndarray, m, lam: np.ndarray, side: Side) -> np.ndarray:
 
 
 def _bound(x: np.ndarray, lam: np.ndarray, alpha: float, side: Side, at: np.ndarray) -> np.ndarray:
-    """The one-sided bound after items 0..at[k]-1 for each k (1-D x): bisection on the monotone capital."""
+    """The one-sided bound after items 0..at[k]-1 for each k (1-D x), by a search on the monotone capital that
+    splits the bracket into _GRID parts per round. It returns the bracket's ruled-out end, so the bound given
+    is never tighter than the exact one: a rule it passes, the capital at the threshold passes too."""
     threshold = math.log(1 / alpha)
-    mask = np.arange(x.shape[-1])[None, :] < at[:, None]  # looks x items: item i counts at look k
+    mask = (np.arange(x.shape[-1])[None, :] < at[:, None])[:, None, :]  # looks x 1 x items
     low, high = np.zeros(len(at)), np.ones(len(at))
-    for _ in range(_BISECTION_STEPS):
-        mid = (low + high) / 2
-        with np.errstate(divide="ignore"):
+    steps = np.arange(1, _GRID) / _GRID  # the interior candidates of each bracket
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for _ in range(_REFINEMENTS):
+            width = high - low
+            m = (low[:, None] + width[:, None] * steps[None, :])[:, :, None]  # looks x candidates x 1
             if side == "low":
-                factor = 1 + np.minimum(lam[None, :], BET_CAP / mid[:, None]) * (x[None, :] - mid[:, None])
+                factor = 1 + np.minimum(lam, BET_CAP / m) * (x - m)
             else:
-                factor = 1 - np.minimum(lam[None, :], BET_CAP / (1 - mid[:, None])) * (x[None, :] - mid[:, None])
-        ruled_out = np.where(mask, np.log(factor), 0.0).sum(axis=1) >= threshold
-        if side == "low":  # K+ falls with m: a ruled-out mid means the bound lies above it
-            low, high = np.where(ruled_out, mid, low), np.where(ruled_out, high, mid)
-        else:  # K- rises with m
-            low, high = np.where(ruled_out, low, mid), np.where(ruled_out, mid, high)
+                factor = 1 - np.minimum(lam, BET_CAP / (1 - m)) * (x - m)
+            ruled_out = np.where(mask, np.log(factor), 0.0).sum(axis=-1) >= threshold  # looks x candidates
+            # K+ falls with m (ruled-out candidates come first), K- rises (they come last): k = the candidates
+            # before the change, the bound lies between candidates k and k + 1
+            k = ruled_out.sum(axis=1) if side == "low" else (~ruled_out).sum(axis=1)
+            low, high = low + width * k / _GRID, low + width * (k + 1) / _GRID
     return low if side == "low" else high
 
 
@@ -414,9 +418,15 @@ class MetricSequence:
         """The betting CS after `looks` (items seen at each look so far; scores in [0, 1], or [-1, 1] when
         paired): its running intersection, in metric units."""
         lo, hi = (-1.0, 1.0) if self.paired else (0.0, 1.0)
-        b = bounds_at_looks(scores, self.rule.alpha, looks=looks, horizon=default_horizon(self.max_n), lo=lo, hi=hi,
-                            cap=bet_cap(self.paired))
-        self._look(looks[-1], float(b["low"][-1]) * self.scale, float(b["high"][-1]) * self.scale)
+        # the bound at this look only: the earlier looks' bounds are already in self.looks, and the running
+        # intersection with them is what bounds_at_looks over every look would give (each look's bound
+        # depends on the items up to it alone)
+        b = bounds_at_looks(scores[: looks[-1]], self.rule.alpha, looks=looks[-1:], horizon=default_horizon(self.max_n),
+                            lo=lo, hi=hi, cap=bet_cap(self.paired))
+        low, high = float(b["low"][-1]) * self.scale, float(b["high"][-1]) * self.scale
+        if self.looks:
+            low, high = max(low, self.looks[-1].low), min(high, self.looks[-1].high)
+        self._look(looks[-1], low, high)
 
     def look_spending(self, n: int, value: float | None, stderr: float | None) -> None:
         """A normal bound at this look's spent alpha, intersected with the earlier looks' bounds; a look

@@ -27,7 +27,7 @@ from evals.catalog import known_metrics
 from evals.domain import eval_name
 from evals.paired_accuracy import paired_summary
 from harness.config import ExperimentConfig, GateRule
-from harness.gate import PROMOTE, effective_rules, gate, rule_confidence
+from harness.gate import PROMOTE, effective_rules, gate, rule_confidence, sequential_targets
 
 # Assumptions about cells the simulation cannot know; each is printed with the plan.
 TIE_SHARE = 0.25  # share of prompts the judge calls a tie between two different answers
@@ -35,7 +35,7 @@ DISCORDANT_SHARE = 0.15  # share of domain items whose correctness differs betwe
 REFERENCE_ACCURACY = 0.5
 MEAN_LOG_CHARS, SD_LOG_CHARS = math.log(250.0), 0.5  # answer lengths, the same distribution on both sides
 POWER_TARGET = 0.8
-PLAN_VERSION = 2  # bump when the simulation or the statistics it calls change: cached plans are keyed by it
+PLAN_VERSION = 3  # bump when the simulation or the statistics it calls change: cached plans are keyed by it
 SIZE_GRID = (12, 24, 48, 96, 192, 400, 805, 1600)
 
 
@@ -81,6 +81,10 @@ def eval_sizes(config: ExperimentConfig, *, evaluated_prompts: int | None = None
         limit = config.eval.domain_limit
         items[eval_name(resolved)] = min(x for x in (available, limit) if x is not None) if (available or limit) else 0
     if evaluated_prompts is not None:
+        budget = config.eval.sequential.max_prompts if config.eval.sequential is not None else None
+        if budget is not None and budget < evaluated_prompts:  # judging stops at the budget, at the latest
+            return Sizes(budget, items, f"{int(evaluated_prompts)} prompts, as the run evaluated; judged at most "
+                                        f"eval.sequential.max_prompts = {budget}", True)
         return Sizes(int(evaluated_prompts), items, f"{int(evaluated_prompts)} prompts, as the run evaluated", True)
     n, source, exact = prompt_count(config)
     return Sizes(n, items, source, exact)
@@ -108,7 +112,7 @@ def prompt_count(config: ExperimentConfig) -> tuple[int, str, bool]:
         exact = False
     else:
         n, source, exact = _heldout_count(config)
-    budget = getattr(getattr(e, "sequential", None), "max_prompts", None)
+    budget = e.sequential.max_prompts if e.sequential is not None else None
     if budget is not None and budget < n:  # sequential judging stops at its budget, at the latest
         n, source = budget, f"{source}; capped at eval.sequential.max_prompts = {budget}"
     return n, source, exact
@@ -149,39 +153,119 @@ def _winrate_summary(verdicts, reference_chars, policy_chars) -> dict[str, float
     return dict(winrate_statistics(list(verdicts), list(reference_chars), list(policy_chars)).summary)
 
 
+def _answers(scenario: Scenario, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(verdicts, reference chars, policy chars) of `n` prompts under `scenario` (alpaca-eval's scale:
+    2 policy wins, 1.5 tie, 1 reference wins)."""
+    ref_chars = np.exp(rng.normal(MEAN_LOG_CHARS, SD_LOG_CHARS, n)).round()
+    if not scenario.changed:  # the same answer on both sides: the judge ties everything
+        return np.full(n, 1.5), ref_chars, ref_chars.copy()
+    pol_chars = np.exp(rng.normal(MEAN_LOG_CHARS, SD_LOG_CHARS, n)).round()
+    p_win = (1 - TIE_SHARE) / 2 + scenario.win_shift_pct / 100
+    p_win = min(max(p_win, 0.0), 1 - TIE_SHARE)
+    u = rng.random(n)
+    return np.where(u < p_win, 2.0, np.where(u < p_win + TIE_SHARE, 1.5, 1.0)), ref_chars, pol_chars
+
+
+def _items(scenario: Scenario, n_items: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(reference, policy) correctness of a domain task's `n_items` documents under `scenario`."""
+    ref = (rng.random(n_items) < REFERENCE_ACCURACY).astype(float)
+    pol = ref.copy()
+    if scenario.changed:
+        # a discordant share of items: the policy gains each with probability q, loses it otherwise,
+        # so the accuracy shift is DISCORDANT_SHARE * (2q - 1)
+        discordant = rng.random(n_items) < DISCORDANT_SHARE
+        q = float(np.clip(0.5 + scenario.acc_shift / (2 * DISCORDANT_SHARE), 0.0, 1.0))
+        gains = rng.random(n_items) < q
+        ref = np.where(discordant, np.where(gains, 0.0, 1.0), ref)
+        pol = np.where(discordant, np.where(gains, 1.0, 0.0), ref)
+    return ref, pol
+
+
+# the win-rate statistics' neutral values: what a run's reference baseline holds for them
+WINRATE_REFERENCE = {"winrate/win_rate_pct": 50.0, "winrate/lc_win_rate_pct": 50.0,
+                     "winrate/style_controlled_pct": 50.0, "winrate/raw_minus_lc_pct": 0.0}
+
+
+def _fixed_domain(summary: dict, reference: dict, task_eval: str, ref: np.ndarray, pol: np.ndarray) -> None:
+    p = pol.mean()
+    n_items = len(pol)
+    summary[f"{task_eval}/acc"] = float(p)
+    summary[f"{task_eval}/acc_stderr"] = float(math.sqrt(p * (1 - p) / max(n_items - 1, 1)))
+    summary |= paired_summary(task_eval, pol.tolist(), {"": ref.tolist()})
+    reference[f"{task_eval}/acc"] = float(ref.mean())
+
+
 def simulate_cell(scenario: Scenario, sizes: Sizes, rng: np.random.Generator) -> tuple[dict, dict]:
     """One cell's summary and reference baseline under `scenario`, measured the way a run measures."""
-    n = sizes.n_prompts
-    if scenario.changed:
-        ref_chars = np.exp(rng.normal(MEAN_LOG_CHARS, SD_LOG_CHARS, n)).round()
-        pol_chars = np.exp(rng.normal(MEAN_LOG_CHARS, SD_LOG_CHARS, n)).round()
-        p_win = (1 - TIE_SHARE) / 2 + scenario.win_shift_pct / 100
-        p_win = min(max(p_win, 0.0), 1 - TIE_SHARE)
-        u = rng.random(n)
-        verdicts = np.where(u < p_win, 2.0, np.where(u < p_win + TIE_SHARE, 1.5, 1.0))
-    else:  # the same answer on both sides: the judge ties everything
-        ref_chars = np.exp(rng.normal(MEAN_LOG_CHARS, SD_LOG_CHARS, n)).round()
-        pol_chars, verdicts = ref_chars.copy(), np.full(n, 1.5)
+    verdicts, ref_chars, pol_chars = _answers(scenario, sizes.n_prompts, rng)
     summary = _winrate_summary(verdicts, ref_chars, pol_chars)
-    reference: dict[str, float] = {"winrate/win_rate_pct": 50.0, "winrate/lc_win_rate_pct": 50.0,
-                                   "winrate/style_controlled_pct": 50.0, "winrate/raw_minus_lc_pct": 0.0}
+    reference: dict[str, float] = dict(WINRATE_REFERENCE)
     for task_eval, n_items in sizes.domain_items.items():
-        ref = (rng.random(n_items) < REFERENCE_ACCURACY).astype(float)
-        pol = ref.copy()
-        if scenario.changed:
-            # a discordant share of items: the policy gains each with probability q, loses it otherwise,
-            # so the accuracy shift is DISCORDANT_SHARE * (2q - 1)
-            discordant = rng.random(n_items) < DISCORDANT_SHARE
-            q = float(np.clip(0.5 + scenario.acc_shift / (2 * DISCORDANT_SHARE), 0.0, 1.0))
-            gains = rng.random(n_items) < q
-            ref = np.where(discordant, np.where(gains, 0.0, 1.0), ref)
-            pol = np.where(discordant, np.where(gains, 1.0, 0.0), ref)
-        p = pol.mean()
-        summary[f"{task_eval}/acc"] = float(p)
-        summary[f"{task_eval}/acc_stderr"] = float(math.sqrt(p * (1 - p) / max(n_items - 1, 1)))
-        summary |= paired_summary(task_eval, pol.tolist(), {"": ref.tolist()})
-        reference[f"{task_eval}/acc"] = float(ref.mean())
+        _fixed_domain(summary, reference, task_eval, *_items(scenario, n_items, rng))
     return summary, reference
+
+
+@dataclass(frozen=True)
+class _PlannedPrompt:
+    text: str
+
+
+class _PlannedJudge:
+    """A judge whose verdict on each prompt is drawn in advance (the scenario's truth) and given the same in
+    both orders, asked the way a run asks its judge. The policy's answers are the ones made of "p"."""
+
+    name = fingerprint = "gate-plan"
+
+    def __init__(self, verdicts: dict[str, float]):
+        self.verdicts = verdicts  # prompt -> verdict with the policy as output_2
+
+    def judge(self, items) -> list[float]:
+        out = []
+        for item in items:
+            v = 1.5 if item.output_1 == item.output_2 else self.verdicts[item.prompt]
+            out.append(3.0 - v if item.output_1.startswith("p") else v)
+        return out
+
+
+def simulate_sequential_cell(scenario: Scenario, sizes: Sizes, config: ExperimentConfig,
+                             targets: dict[str, list], rng: np.random.Generator) -> tuple[dict, dict]:
+    """One cell under `scenario` measured the way a run with eval.sequential measures it: the win-rate eval's
+    own loop (evals.pairwise.sequential_winrate) asking a judge of known truth batch by batch, and the domain
+    tasks through the sequential domain loop (evals.domain.decide_tasks_sequentially) with simulated outcomes;
+    both stop on the same anytime bounds (`targets`: harness.gate.sequential_targets of the rules)."""
+    from evals.context import EvalContext
+    from evals.domain import decide_tasks_sequentially
+    from evals.generation import Completion
+    from evals.pairwise import sequential_winrate
+
+    verdicts, ref_chars, pol_chars = _answers(scenario, sizes.n_prompts, rng)
+    prompts = [_PlannedPrompt(f"prompt {k}") for k in range(sizes.n_prompts)]
+    reference_out = [Completion(p.text, "r" * int(c), []) for p, c in zip(prompts, ref_chars)]
+    policy_out = ([Completion(p.text, "p" * int(c), []) for p, c in zip(prompts, pol_chars)] if scenario.changed
+                  else reference_out)
+    ctx = EvalContext(config=config, tokenizer=None, policy=None, policy_fingerprint="", reference_fingerprint="",
+                      prompts=prompts, reference_out=reference_out, policy_out=policy_out, cache_dir=None,  # type: ignore[arg-type]
+                      sequential_targets=targets)
+    judge = _PlannedJudge({p.text: float(v) for p, v in zip(prompts, verdicts)})
+    summary, _, _ = sequential_winrate(ctx, reference_out, judge=judge)
+    reference: dict[str, float] = dict(WINRATE_REFERENCE)
+    seq = config.eval.sequential
+    if not sizes.domain_items or seq is None:
+        return summary, reference
+    drawn = {task_eval: _items(scenario, n_items, rng) for task_eval, n_items in sizes.domain_items.items()}
+    if not seq.domain:
+        for task_eval, (ref, pol) in drawn.items():
+            _fixed_domain(summary, reference, task_eval, ref, pol)
+        return summary, reference
+    measured = {"summary": {f"{t}/acc": float(ref.mean()) for t, (ref, _) in drawn.items()},
+                "per_item": {t: ref.tolist() for t, (ref, _) in drawn.items()},
+                "doc_ids": {t: list(range(len(ref))) for t, (ref, _) in drawn.items()}}
+
+    def measure(batch: dict[str, list[int]]) -> dict[str, dict[int, float]]:
+        return {t: {i: float(drawn[t][1][i]) for i in ids} for t, ids in batch.items()}
+
+    out = decide_tasks_sequentially(measure, measured, None, seq, targets, config.seed)
+    return summary | out.metrics, reference | out.reference
 
 
 @dataclass
@@ -192,6 +276,9 @@ class ScenarioRates:
     promote_rate: float
     mc_stderr: float
     rule_pass_rates: dict[str, float]
+    # eval.sequential: the mean prompts judged (judge calls are twice that) and domain documents used per task
+    mean_prompts_judged: float | None = None
+    mean_items_used: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -210,26 +297,55 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     stated_level: float = 1.0  # the false-promote level the rules state (for the sweep when family_size > 1)
     cell_level: float = 1.0  # each cell's share of it (Bonferroni)
+    # eval.sequential as configured ({batch_prompts, max_prompts, confidence, domain, batch_items}): the cells
+    # were judged batch by batch and stopped as a run stops; None: the fixed-size gate
+    sequential: dict | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _decide(rules, scenario, sizes, n, family_size, rng) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """`n` simulated cells of `scenario`, each measured and decided by gate(): whether each promoted, and
-    whether it passed each rule (arrays of n booleans)."""
+@dataclass
+class _Decided:
+    """`n` simulated cells of one scenario: whether each promoted, passed each rule, and (sequential) what
+    each used."""
+
+    promoted: np.ndarray
+    passes: dict[str, np.ndarray]
+    prompts_used: np.ndarray | None = None
+    items_used: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def first(self, k: int) -> "_Decided":
+        return _Decided(self.promoted[:k], {r: v[:k] for r, v in self.passes.items()},
+                        None if self.prompts_used is None else self.prompts_used[:k],
+                        {t: v[:k] for t, v in self.items_used.items()})
+
+
+def _decide(rules, scenario, sizes, n, family_size, rng, sequential: ExperimentConfig | None = None) -> _Decided:
+    """`n` simulated cells of `scenario`, each measured and decided by gate(). `sequential`: the config whose
+    eval.sequential the cells are measured with (simulate_sequential_cell), else fixed-size (simulate_cell)."""
     specs = known_metrics()
-    promoted = np.zeros(n, dtype=bool)
-    passes = {r.label: np.zeros(n, dtype=bool) for r in rules}
+    out = _Decided(np.zeros(n, dtype=bool), {r.label: np.zeros(n, dtype=bool) for r in rules})
+    targets = sequential_targets(rules, specs, family_size) if sequential is not None else {}
+    prompts_used = np.zeros(n)
+    if sequential is not None:
+        out.prompts_used = prompts_used
+        out.items_used = {t: np.zeros(n) for t in sizes.domain_items}
     for i in range(n):
-        summary, reference = simulate_cell(scenario, sizes, rng)
+        if sequential is None:
+            summary, reference = simulate_cell(scenario, sizes, rng)
+        else:
+            summary, reference = simulate_sequential_cell(scenario, sizes, sequential, targets, rng)
+            prompts_used[i] = summary["winrate/sequential_prompts_used"]
+            for t, used in out.items_used.items():
+                used[i] = summary.get(f"{t}/sequential_items_used", sizes.domain_items[t])
         decision = gate(summary, {"reference": reference, "start": reference, "champion": None}, rules, specs=specs,
                         family_size=family_size)
-        promoted[i] = decision.verdict == PROMOTE
+        out.promoted[i] = decision.verdict == PROMOTE
         for check in decision.checks:
-            if check.name in passes:
-                passes[check.name][i] = check.passed
-    return promoted, passes
+            if check.name in out.passes:
+                out.passes[check.name][i] = check.passed
+    return out
 
 
 def _mc_stderr(rate: float, sims: int) -> float:
@@ -237,25 +353,26 @@ def _mc_stderr(rate: float, sims: int) -> float:
     return math.sqrt(max(rate * (1 - rate), 1.0 / sims) / sims)
 
 
-def _summarise(scenario: Scenario, promoted: np.ndarray, passes: dict[str, np.ndarray]) -> ScenarioRates:
-    rate = float(promoted.mean())
-    return ScenarioRates(scenario.name, scenario.description, scenario.expected, rate, _mc_stderr(rate, len(promoted)),
-                         {k: float(v.mean()) for k, v in passes.items()})
+def _summarise(scenario: Scenario, decided: _Decided) -> ScenarioRates:
+    rate = float(decided.promoted.mean())
+    return ScenarioRates(scenario.name, scenario.description, scenario.expected, rate,
+                         _mc_stderr(rate, len(decided.promoted)), {k: float(v.mean()) for k, v in decided.passes.items()},
+                         None if decided.prompts_used is None else float(decided.prompts_used.mean()),
+                         {t: float(v.mean()) for t, v in decided.items_used.items()})
 
 
-def _rates(rules, scenario, sizes, sims, family_size, rng) -> ScenarioRates:
-    return _summarise(scenario, *_decide(rules, scenario, sizes, sims, family_size, rng))
+def _rates(rules, scenario, sizes, sims, family_size, rng, sequential=None) -> ScenarioRates:
+    return _summarise(scenario, _decide(rules, scenario, sizes, sims, family_size, rng, sequential))
 
 
-def _family_wise(rules, scenario, sizes, sims, family_size, rng) -> tuple[ScenarioRates, float, float]:
+def _family_wise(rules, scenario, sizes, sims, family_size, rng, sequential=None) -> tuple[ScenarioRates, float, float]:
     """The scenario's per-cell rates and, from the same cells, how often an all-equal sweep of
     `family_size` such cells ships any of them: sims x family_size cells decided in one batch, grouped
     into sims sweeps (a sweep ships something when any of its cells passes). The per-cell row reads the
     first `sims` cells, so no cell is simulated twice."""
-    promoted, passes = _decide(rules, scenario, sizes, sims * family_size, family_size, rng)
-    cells = _summarise(scenario, promoted[:sims], {k: v[:sims] for k, v in passes.items()})
-    any_ship = float(promoted.reshape(sims, family_size).any(axis=1).mean())
-    return cells, any_ship, _mc_stderr(any_ship, sims)
+    decided = _decide(rules, scenario, sizes, sims * family_size, family_size, rng, sequential)
+    any_ship = float(decided.promoted.reshape(sims, family_size).any(axis=1).mean())
+    return _summarise(scenario, decided.first(sims)), any_ship, _mc_stderr(any_ship, sims)
 
 
 LARGE = 1600  # the other dimension while one is searched: large enough not to bind
@@ -288,14 +405,15 @@ def plan_gate(config: ExperimentConfig, *, config_path: str = "", sims: int = 40
     rng = np.random.default_rng(seed)
     reads_domain = any(r.metric.startswith("domain_") for r in simulated)
     cases = scenarios(list(effects_pct), list(regressions) if sizes.domain_items and reads_domain else [])
+    sequential = _measured_sequentially(config)
     family_wise = None
     rates = []
     for case in cases:
         if family > 1 and case.name == "equal_quality":  # an all-equal sweep: does ANY of its cells ship?
-            row, *family_wise = _family_wise(simulated, case, sizes, sims, family, rng)
+            row, *family_wise = _family_wise(simulated, case, sizes, sims, family, rng, sequential)
             rates.append(row)
         else:
-            rates.append(_rates(simulated, case, sizes, sims, family, rng))
+            rates.append(_rates(simulated, case, sizes, sims, family, rng, sequential))
     searched = [s for s in cases if s.name.startswith("better_")]
     if reads_domain:  # a clearly better cell with the same accuracy: how many items show non-inferiority?
         searched.append(Scenario("non_inferior", "true win rate 75%, accuracy unchanged", PROMOTE, win_shift_pct=25.0))
@@ -306,10 +424,10 @@ def plan_gate(config: ExperimentConfig, *, config_path: str = "", sims: int = 40
         notes.append("no rule reads winrate/* or domain accuracy: nothing here can show an improvement")
     if not sizes.prompts_exact:
         notes.append(f"eval prompts: {sizes.prompts_source}")
-    if getattr(config.eval, "sequential", None) is not None:
-        notes.append("eval.sequential is set: runs may stop judging (and evaluating domain documents) early on "
-                     "anytime-valid bounds, which this fixed-size simulation does not model; its rates describe the "
-                     "fixed-size gate at this size (the sequential rates: docs/sequential.md)")
+    if sequential is not None and power_sizes:
+        notes.append("eval.sequential: the cells were judged batch by batch and stopped as a run stops; the 80%-power "
+                     "sizes are those of the fixed-size design (a sequential budget needs more, and spends less on "
+                     "clear cases: docs/sequential.md)")
     level = stated_level(config)
     plan = Plan(config=config_path, sims=sims, family_size=family,
                 sizes={"n_prompts": sizes.n_prompts, "n_prompts_source": sizes.prompts_source,
@@ -320,10 +438,20 @@ def plan_gate(config: ExperimentConfig, *, config_path: str = "", sims: int = 40
                 not_simulated=[r.label for r in left_out], scenarios=rates, sizes_for_power=power_sizes,
                 assumptions={"tie_share": TIE_SHARE, "discordant_share": DISCORDANT_SHARE,
                              "reference_accuracy": REFERENCE_ACCURACY}, notes=notes,
-                stated_level=level, cell_level=level / family)
+                stated_level=level, cell_level=level / family,
+                sequential=sequential.eval.sequential.model_dump() if sequential and sequential.eval.sequential else None)
     if family_wise:
         plan.family_wise_rate, plan.family_wise_mc_stderr = family_wise
     return plan
+
+
+def _measured_sequentially(config: ExperimentConfig) -> ExperimentConfig | None:
+    """The config simulated cells are measured with when eval.sequential is set (else None: fixed size). No
+    bootstrap: like the fixed-size simulation, and a sequential rule reads its anytime bound, never the
+    bootstrap-widened stderr."""
+    if config.eval.sequential is None:
+        return None
+    return config.model_copy(update={"eval": config.eval.model_copy(update={"n_bootstrap": 0})})
 
 
 def stated_level(config: ExperimentConfig) -> float:
@@ -335,18 +463,24 @@ def stated_level(config: ExperimentConfig) -> float:
     return max((1 - r.confidence for r in bound_rules), default=1.0)
 
 
-def cached_plan(config: ExperimentConfig, cache_dir, *, sims: int = 200, evaluated_prompts: int | None = None) -> dict:
-    """The plan for a run's report: the fixed-size scenarios only (no size search), at the eval sizes the
-    run used (`evaluated_prompts`: its `winrate/n` or prompt set's length; else what the config resolves
-    to), cached by what decides it (rules, sizes, family, simulation settings), so a sweep's cells share one."""
+def cached_plan(config: ExperimentConfig, cache_dir, *, sims: int | None = None,
+                evaluated_prompts: int | None = None) -> dict:
+    """The plan for a run's report: the scenarios only (no size search), at the eval sizes the run used
+    (`evaluated_prompts`: its prompt set's length; else what the config resolves to), measured as the run
+    measured (fixed size, or eval.sequential's batches and stops), cached by what decides it (rules, sizes,
+    family, sequential settings, simulation settings), so a sweep's cells share one. `sims`: 200 cells per
+    scenario, 100 with eval.sequential (each judged batch by batch; the report prints the MC error)."""
     import hashlib
     import json
 
     from harness.atomic_io import read_json, write_json_atomic
 
+    sequential = config.eval.sequential
+    sims = sims or (100 if sequential is not None else 200)
     sizes = eval_sizes(config, evaluated_prompts=evaluated_prompts)
-    key = hashlib.sha256(json.dumps([config.gate.model_dump(mode="json"), asdict(sizes),
-                                     config.eval.domain_tasks, sims, TIE_SHARE, DISCORDANT_SHARE, PLAN_VERSION],
+    key = hashlib.sha256(json.dumps([config.gate.model_dump(mode="json"), asdict(sizes), config.eval.domain_tasks,
+                                     sequential.model_dump(mode="json") if sequential is not None else None,
+                                     sims, TIE_SHARE, DISCORDANT_SHARE, PLAN_VERSION],
                                     sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir / "gate_plans" / f"{key}.json"
     found = read_json(path)

@@ -17,8 +17,9 @@ def add_plan_command(sub) -> None:
                                       "level (plus 3 Monte-Carlo standard errors), 1 when not, 2 on bad input.")
     plan.add_argument("config", help="experiment or sweep YAML")
     plan.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
-    plan.add_argument("--sims", type=int, default=400,
-                      help="simulated cells per scenario (default 400; the 80%%-power size search uses half)")
+    plan.add_argument("--sims", type=int, default=None,
+                      help="simulated cells per scenario (default 400, or 200 with eval.sequential, whose cells are "
+                           "judged batch by batch; the 80%%-power size search uses half)")
     plan.add_argument("--effects", default="10,20", help="win-rate improvements to check power at, in points")
     plan.add_argument("--regressions", default="0.1,0.2", help="domain accuracy drops to check blocking at")
     plan.add_argument("--seed", type=int, default=0)
@@ -53,11 +54,12 @@ def cmd_gate_plan(args) -> int:
     from harness.errors import ConfigError
     from harness.gate_plan import SIZE_GRID, plan_gate
 
-    if args.sims < 20:
+    if args.sims is not None and args.sims < 20:
         raise ConfigError(f"--sims: at least 20 simulated cells per scenario (got {args.sims})")
     config = load_plan_target(args.config, args.set)
+    sims = args.sims or (200 if config.eval.sequential is not None else 400)
     # the 80%-power size search runs half as many cells per size tried (200 at the default --sims)
-    plan = plan_gate(config, config_path=args.config, sims=args.sims, seed=args.seed, search_sims=args.sims // 2,
+    plan = plan_gate(config, config_path=args.config, sims=sims, seed=args.seed, search_sims=sims // 2,
                      effects_pct=_floats(args.effects, "--effects"),
                      regressions=_floats(args.regressions, "--regressions"))
     level, cell_level = plan.stated_level, plan.cell_level
@@ -74,14 +76,24 @@ def cmd_gate_plan(args) -> int:
     console.print(f"[bold]gate plan[/] for {escape(args.config)}: simulated at {sizes['n_prompts']} eval prompts ({source}), "
                   f"domain items {sizes['domain_items'] or 'none'}, {plan.sims} simulated cells per scenario",
                   highlight=False)
+    if plan.sequential:
+        console.print(f"eval.sequential: judged {plan.sequential['batch_prompts']} prompts at a time"
+                      + (f", domain documents {plan.sequential['batch_items']} at a time" if plan.sequential["domain"]
+                         else "") + ", each cell stopped as a run stops (the columns 'prompts judged' and "
+                      "'<task> docs' are the means)")
     console.print(f"stated false-promote level: {100 * level:.3g}% "
                   + (f"for the sweep ({plan.family_size} cells, {100 * cell_level:.3g}% each, Bonferroni)"
                      if plan.family_size > 1 else "per cell"))
     table = Table(show_lines=False, caption="rule columns: share of simulated cells passing that rule")
-    for col in ("truth", "correct", "P(promote)", "MC se", *[r["name"] for r in plan.rules if r["simulated"]]):
+    used = plan.sequential is not None
+    tasks = list(plan.scenarios[0].mean_items_used) if used and plan.scenarios else []
+    for col in ("truth", "correct", "P(promote)", "MC se", *(["prompts judged"] if used else []),
+                *[f"{t} docs" for t in tasks], *[r["name"] for r in plan.rules if r["simulated"]]):
         table.add_column(col, justify="left" if col in ("truth", "correct") else "right", overflow="fold")
     for s in plan.scenarios:
         table.add_row(s.scenario, s.expected, f"{100 * s.promote_rate:.1f}%", f"{100 * s.mc_stderr:.1f}",
+                      *([f"{s.mean_prompts_judged:.0f} of {sizes['n_prompts']}"] if used else []),
+                      *[f"{s.mean_items_used[t]:.0f} of {sizes['domain_items'][t]}" for t in tasks],
                       *[f"{100 * v:.0f}%" for v in s.rule_pass_rates.values()])
     console.print(table)
     for s in plan.scenarios:

@@ -352,16 +352,30 @@ def gate_plan_rows(raw: Any) -> dict | None:
     plan = mapping(raw)
     if not plan:
         return None
+    sizes = mapping(plan.get("sizes"))
     rows = [{"scenario": fmt(s.get("scenario")), "description": fmt(s.get("description")),
              "expected": fmt(s.get("expected")),
              "promote": fmt(None if s.get("promote_rate") is None else f"{100 * s['promote_rate']:.1f}%"),
-             "mc": fmt(None if s.get("mc_stderr") is None else f"±{100 * s['mc_stderr']:.1f}")}
+             "mc": fmt(None if s.get("mc_stderr") is None else f"±{100 * s['mc_stderr']:.1f}"),
+             "used": fmt(_plan_used(s, sizes))}
             for s in map(mapping, seq(plan.get("scenarios")))]
-    sizes = mapping(plan.get("sizes"))
     return {"rows": rows, "sims": fmt(plan.get("sims")), "n_prompts": fmt(sizes.get("n_prompts")),
+            "sequential": bool(mapping(plan.get("sequential"))),
             "domain_items": fmt(", ".join(f"{k} {v}" for k, v in mapping(sizes.get("domain_items")).items()) or None),
             "family_size": fmt(plan.get("family_size")),
             "not_simulated": fmt(", ".join(map(str, seq(plan.get("not_simulated")))) or None)}
+
+
+def _plan_used(scenario: Mapping, sizes: Mapping) -> str | None:
+    """eval.sequential: the mean prompts judged and documents used by the simulated cells, e.g. "23 of 24
+    prompts; domain_arith_mc 106 of 120"."""
+    prompts = finite(scenario.get("mean_prompts_judged"))
+    if prompts is None:
+        return None
+    items = mapping(sizes.get("domain_items"))
+    used = [f"{prompts:.0f} of {sizes.get('n_prompts')} prompts"]
+    used += [f"{task} {finite(v) or 0:.0f} of {items.get(task)}" for task, v in mapping(scenario.get("mean_items_used")).items()]
+    return "; ".join(used)
 
 
 _WINRATES = (("raw", "winrate/win_rate_pct", None), ("length-controlled (LC)", "winrate/lc_win_rate_pct",

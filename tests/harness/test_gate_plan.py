@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harness import gate_plan
@@ -131,3 +132,54 @@ def test_the_family_wise_rate_from_one_batch_matches_probability():
     assert plan.family_wise_mc_stderr == pytest.approx(
         math.sqrt(plan.family_wise_rate * (1 - plan.family_wise_rate) / sims))
     assert (plan.family_size, plan.cell_level) == (family, plan.stated_level / family)
+
+
+def _sequential_tiny(rules: list[GateRule], **overrides):
+    config = _tiny(**{"eval.sequential.batch_prompts": 8, "eval.sequential.batch_items": 16, **overrides})
+    config.gate.rules = rules
+    return config
+
+
+def test_a_sequential_plan_judges_batch_by_batch_and_stops_as_a_run_stops():
+    """With eval.sequential the plan's cells go through the win-rate eval's own sequential loop, asking a judge
+    of known truth 8 prompts at a time: an equal-quality cell still ships at most at the level (optional
+    stopping included), a clear 25-point win is promoted after far fewer than the 64 prompts, and a cell that
+    changed nothing (every verdict a tie) is blocked (the betting CS of a constant 50 never excludes 50 from
+    above, so it is judged to the budget and failed there as undecided)."""
+    config = _sequential_tiny([GateRule(name="raw", metric="winrate/win_rate_pct", min=50)])
+    sims = 100
+    plan = plan_gate(config, sims=sims, effects_pct=[25.0], regressions=[], search_sims=0, sizes=Sizes(64, {}))
+    rows = {s.scenario: s for s in plan.scenarios}
+    assert plan.sequential["batch_prompts"] == 8
+    assert rows["equal_quality"].promote_rate <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / sims)
+    assert rows["better_25pt"].promote_rate >= 0.8 and rows["better_25pt"].mean_prompts_judged < 48
+    assert rows["no_change"].promote_rate == 0.0 and rows["no_change"].mean_prompts_judged == 64
+    # the judge is asked both orders and answers consistently: a simulated cell has no position flips
+    cell, _ = gate_plan.simulate_sequential_cell(gate_plan.scenarios([25.0], [])[2], Sizes(64, {}), config,
+                                                 {}, np.random.default_rng(0))
+    assert cell["winrate/position_flip_rate"] == 0.0 and cell["winrate/sequential_judge_calls"] == 2 * 64
+
+
+def test_a_sequential_plan_evaluates_domain_documents_until_the_regression_is_decided():
+    """eval.sequential.domain in the plan: the sequential domain loop with simulated outcomes. An unchanged
+    accuracy is shown non-inferior (10-point margin) before all 120 documents; a 20-point drop is blocked."""
+    rule = GateRule(name="arith", metric="domain_arith_mc/acc", max_regression=0.10)
+    config = _sequential_tiny([rule])
+    plan = plan_gate(config, sims=40, effects_pct=[], regressions=[0.2], search_sims=0,
+                     sizes=Sizes(16, {"domain_arith_mc": 120}))
+    rows = {s.scenario: s for s in plan.scenarios}
+    assert rows["no_change"].promote_rate == 1.0 and rows["no_change"].mean_items_used["domain_arith_mc"] < 120
+    assert rows["regressed_20pt"].promote_rate == 0.0
+
+
+def test_the_gate_plan_cli_shows_what_a_sequential_eval_judged(capsys):
+    from harness.cli import main
+
+    args = ["gate", "plan", str(EXPERIMENTS / "tiny.yaml"), "--set", "eval.sequential.batch_prompts=8", "--sims", "20",
+            "--effects", "20", "--regressions", ""]
+    assert main([*args, "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["sequential"]["batch_prompts"] == 8
+    assert all(0 < s["mean_prompts_judged"] <= 16 for s in payload["scenarios"])
+    main(args)
+    assert "prompts judged" in capsys.readouterr().out

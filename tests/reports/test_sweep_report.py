@@ -260,3 +260,28 @@ def test_no_plan_no_section_and_a_hostile_cell_key_stays_text(tmp_path: Path, ti
     data["cells"][0]["gate_plan"] = tiny_sweep_plan
     section = _plan_section(_body(render_sweep_report(data, tmp_path / "e.html").read_text(encoding="utf-8")))
     assert "<script>window" not in section and "&lt;script&gt;window.__xss=1&lt;/script&gt;" in section
+
+
+def test_a_sequential_plan_shows_what_its_cells_judged(tmp_path: Path, tiny_sweep_plan) -> None:
+    """A plan of a sequential config (cells judged batch by batch, harness.gate_plan) adds the mean prompts
+    judged and documents used to every row; a fixed-size plan has no such column."""
+    from harness.gate_plan import cached_plan
+    from harness.plan_command import load_plan_target
+
+    config = load_plan_target(str(Path(__file__).resolve().parents[2] / "experiments" / "tiny_sweep.yaml"),
+                              ["eval.sequential.batch_prompts=4"])
+    plan = cached_plan(config, tmp_path / "plans", sims=20)
+    data = sweep()
+    for c in data["cells"]:
+        c["gate_plan"] = plan
+    section = _plan_section(render_sweep_report(data, tmp_path / "s.html").read_text(encoding="utf-8"))
+    assert "mean judged (sequential stops)" in section
+    for s in plan["scenarios"]:
+        row = re.search(rf"{s['scenario']}: .*?</tr>", section).group(0)
+        assert f"{s['mean_prompts_judged']:.0f} of {plan['sizes']['n_prompts']} prompts" in row
+        for task, used in s["mean_items_used"].items():
+            assert f"{task} {used:.0f} of {plan['sizes']['domain_items'][task]}" in row
+    for c in data["cells"]:
+        c["gate_plan"] = tiny_sweep_plan
+    section = _plan_section(render_sweep_report(data, tmp_path / "f.html").read_text(encoding="utf-8"))
+    assert "mean judged" not in section and " of 20 prompts" not in section
