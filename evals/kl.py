@@ -27,9 +27,9 @@ from evals.metrics import register_metric, sample_skewness
 from evals.registry import register_eval
 
 register_metric("kl/seq_kl_k1", higher_is_better=False, unit="nats/sequence",
-                description="KL(policy||reference) per sampled response, k1 estimator", neutral=0.0)
+                description="KL(policy||reference) per sampled response, k1 estimator", neutral=0.0, skewed=True)
 register_metric("kl/seq_kl_k3", higher_is_better=False, unit="nats/sequence",
-                description="KL(policy||reference) per sampled response, k3 estimator (>= 0)", neutral=0.0)
+                description="KL(policy||reference) per sampled response, k3 estimator (>= 0)", neutral=0.0, skewed=True)
 register_metric("kl/token_kl_k1", higher_is_better=False, unit="nats/token",
                 description="KL(policy||reference) per generated token, k1", neutral=0.0)
 

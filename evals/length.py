@@ -26,10 +26,10 @@ _CENSORED = (f"more than {MAX_TRUNCATED_PCT:g}% of the policy's or the reference
 RATIO_KEYS = ("length/ratio_tokens", "length/ratio_chars")
 register_metric("length/ratio_tokens", higher_is_better=None, unit="ratio",
                 description="mean policy response tokens / mean reference response tokens; missing when censored",
-                missing_reason=_CENSORED, neutral=1.0)
+                missing_reason=_CENSORED, neutral=1.0, skewed=True)
 register_metric("length/ratio_chars", higher_is_better=None, unit="ratio",
                 description="mean policy response characters / mean reference response characters; missing when censored",
-                missing_reason=_CENSORED, neutral=1.0)
+                missing_reason=_CENSORED, neutral=1.0, skewed=True)
 register_metric("length/policy_mean_tokens", higher_is_better=None, unit="tokens", description="mean policy response length")
 register_metric("length/reference_mean_tokens", higher_is_better=None, unit="tokens",
                 description="mean reference response length")

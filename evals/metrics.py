@@ -26,16 +26,20 @@ class MetricSpec:
     # the value of the reference measured against itself (win rate 50, KL 0, length ratio 1): the
     # baseline every `against: reference` rule compares with, derived from here, never restated
     neutral: float | None = None
+    # the per-sample values are skewed (KL, a ratio of means): the eval records `<key>_skewness` and the gate
+    # bounds the mean with the skew-aware bound; without a finite skewness such a bound fails closed, never
+    # falling back to the narrower normal one
+    skewed: bool = False
 
 
 METRICS: Registry[MetricSpec] = Registry("metric")
 
 
 def register_metric(key: str, *, higher_is_better: bool | None, unit: str, description: str,
-                    missing_reason: str = "", neutral: float | None = None) -> MetricSpec:
+                    missing_reason: str = "", neutral: float | None = None, skewed: bool = False) -> MetricSpec:
     if "/" not in key:
         raise ValueError(f"metric key {key!r} must be '<eval>/<metric>'")
-    return METRICS.add(key, MetricSpec(key, higher_is_better, unit, description, missing_reason, neutral))
+    return METRICS.add(key, MetricSpec(key, higher_is_better, unit, description, missing_reason, neutral, skewed))
 
 
 def neutral_values(prefixes: tuple[str, ...] | None = None) -> dict[str, float]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from evals.context import EvalContext, EvalOutput
+from harness.redaction import scrub_text
 from harness.registry import Registry
 
 
@@ -73,8 +74,10 @@ def run_evals(ctx: EvalContext, hooks: Mapping[str, Callable] | None = None,
             if f"eval:{name}" in hooks:
                 result.metrics = hooks[f"eval:{name}"](result.metrics)
         except Exception as exc:  # recorded; the gate fails closed on it
-            out.errors[name] = f"{type(exc).__name__}: {exc}"
-            out.tracebacks[name] = traceback.format_exc()
+            # scrubbed here, where they are made: the message and traceback reach the console, errors/*.txt, the
+            # gate's reasons, the report and MLflow, and a failed request's message may hold its URL's password
+            out.errors[name] = scrub_text(f"{type(exc).__name__}: {exc}")
+            out.tracebacks[name] = scrub_text(traceback.format_exc())
             continue
         out.metrics.update(result.metrics)
         out.reference.update(result.reference)

@@ -20,7 +20,8 @@ for _key in list(METRICS):
     if _eval in VS_START and f"{VS_START[_eval]}/{_metric}" not in METRICS:
         _spec = METRICS.get(_key)
         register_metric(f"{VS_START[_eval]}/{_metric}", higher_is_better=_spec.higher_is_better, unit=_spec.unit,
-                        description=f"{_spec.description} (against the starting model)", neutral=_spec.neutral)
+                        description=f"{_spec.description} (against the starting model)", neutral=_spec.neutral,
+                        skewed=_spec.skewed)
 
 
 def against_start(summary: dict[str, float]) -> dict[str, float]:

@@ -189,11 +189,19 @@ def cmd_promote(args) -> int:
     import getpass
 
     from harness.errors import HarnessInputError
-    from harness.promotion import EvidenceError, force_promote, load_recorded, promote_run, regate, require_intact
+    from harness.promotion import (
+        EvidenceError,
+        force_promote,
+        load_recorded,
+        promote_run,
+        regate,
+        require_intact,
+        sweep_selection_problem,
+    )
 
     tracker = _tracker_for(args, args.run_id)
     if args.force:
-        if not args.reason:
+        if not (args.reason or "").strip():
             raise _input_error("--force needs --reason: a forced promotion is recorded with why")
         try:
             recorded = load_recorded(tracker, args.run_id)
@@ -213,10 +221,10 @@ def cmd_promote(args) -> int:
         print(f"refused: run {args.run_id} was not validated (verdict {recorded.verdict}); "
               "re-gate it with `harness gate`, or use --force --reason", file=sys.stderr)
         return 1
-    if recorded.tags.get("harness.selection") == "passed-not-selected":
-        print(f"refused: run {args.run_id} passed its gate but its sweep (parent run "
-              f"{recorded.tags.get('mlflow.parentRunId', '?')}) selected another cell; promoting more than one "
-              "cell of a sweep breaks the sweep's error rate. Use --force --reason to override", file=sys.stderr)
+    unselected = sweep_selection_problem(tracker, args.run_id)
+    if unselected:
+        print(f"refused: run {args.run_id} passed its gate but {unselected}. Use --force --reason to override",
+              file=sys.stderr)
         return 1
     champion = tracker.champion(registry.model_name, registry.alias)
     if champion and champion[1] == args.run_id:
@@ -338,6 +346,13 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"error: {scrub_text(str(exc))}", file=sys.stderr)  # a config error may echo a URL with its password
         return 2
+    except Exception:  # a crash: recorded as failed where it happened; its traceback may hold a URL or a key
+        import traceback
+
+        from harness.redaction import scrub_text
+
+        print(scrub_text(traceback.format_exc()), file=sys.stderr, end="")
+        return 1
 
 
 if __name__ == "__main__":

@@ -9,20 +9,44 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import types
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from harness.errors import ConfigError
 
 
+def _is_number_type(annotation: Any) -> bool:
+    """int or float, alone or in a Union with None/other non-bool types (`float | None`)."""
+    if annotation in (int, float):
+        return True
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = get_args(annotation)
+        return bool not in args and any(_is_number_type(a) for a in args)
+    return False
+
+
+def _no_bool_numbers(cls: type[BaseModel], v: Any, info: ValidationInfo) -> Any:
+    # pydantic's lax mode reads True as 1 and False as 0, so YAML's `max_regression: yes` allowed any
+    # drop; a number field takes numbers only (bool is an int subclass, hence the explicit check)
+    field = cls.model_fields.get(info.field_name or "")
+    if isinstance(v, bool) and field is not None and _is_number_type(field.annotation):
+        raise ValueError(f"a number is required, not the boolean {str(v).lower()}")
+    return v
+
+
+_STRICT_CONFIG = ConfigDict(extra="forbid", validate_assignment=False, allow_inf_nan=False)
+
+
 class _Strict(BaseModel):
     # allow_inf_nan=False: a NaN bound passes every comparison and an infinite one disables a rule, so
-    # every float in a config must be a finite number (exit 2 naming the field)
-    model_config = ConfigDict(extra="forbid", validate_assignment=False, allow_inf_nan=False)
+    # every float in a config must be a finite number (exit 2 naming the field); and no number is a boolean
+    model_config = _STRICT_CONFIG
+    _numbers_are_not_booleans = field_validator("*", mode="before")(classmethod(_no_bool_numbers))
 
 
 class ModelConfig(_Strict):
@@ -95,7 +119,8 @@ class SequentialConfig(_Strict):
     max_prompts: int | None = Field(None, gt=0, description="judging budget: at most this many of the eval.n_prompts "
                                                              "prompts (default: all of them)")
     batch_prompts: int = Field(8, gt=0, description="prompts judged between two looks")
-    confidence: float = Field(0.95, ge=0.5, lt=1, description="level of the anytime bounds recorded for win-rate "
+    # above 0.5: at 0.5 the "bound" is the estimate itself (z = 0), and evals.sequential refuses it mid-run
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="level of the anytime bounds recorded for win-rate "
                                                               "and domain metrics no rule reads (rules use their own level)")
     domain: bool = Field(True, description="also evaluate the domain tasks' documents in batches (seeded random "
                                            "order), stopping each task once its rules are decided (evals.domain)")
@@ -105,11 +130,20 @@ class SequentialConfig(_Strict):
 # ---- eval.judge: one of these by `name` (evals.judges); a bare string "rule" is the shorthand
 
 
-class RuleJudgeConfig(_Strict):
+class _Judge(BaseModel):
+    # not _Strict: its "*" validator would wrap `name`, the discriminator, where pydantic forbids a
+    # before-validator; so the number fields are listed (tests/harness/test_config.py checks every one)
+    model_config = _STRICT_CONFIG
+    _numbers_are_not_booleans = field_validator("max_concurrency", "timeout_s", "batch_size", "max_length",
+                                                "tie_margin", mode="before", check_fields=False)(
+        classmethod(_no_bool_numbers))
+
+
+class RuleJudgeConfig(_Judge):
     name: Literal["rule"] = "rule"
 
 
-class LLMJudgeConfig(_Strict):
+class LLMJudgeConfig(_Judge):
     name: Literal["llm"]
     base_url: str = Field(description="an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1")
     model: str = Field(description="the model name the endpoint serves")
@@ -123,7 +157,7 @@ class LLMJudgeConfig(_Strict):
                                                description="merged into the annotator's completions_kwargs")
 
 
-class RewardModelJudgeConfig(_Strict):
+class RewardModelJudgeConfig(_Judge):
     name: Literal["reward_model"]
     model: str = Field(description="a sequence-classification model with one output: HF hub id or local path")
     batch_size: int = Field(8, gt=0)
@@ -233,8 +267,9 @@ class GateRule(_Strict):
     against: Literal["reference", "champion", "start"] = "reference"
     statistic: Literal["bound", "point"] = Field("bound", description="bound: decide on a one-sided confidence bound; "
                                                                       "point: on the estimate alone (flagged)")
-    confidence: float = Field(0.95, ge=0.5, lt=1, description="one-sided level of the bound (before a sweep's "
-                                                              "Bonferroni share across its cells)")
+    # a level in (0, 1); bound rules need it above 0.5 (_has_a_bound); point rules do not read it
+    confidence: float = Field(0.95, gt=0, lt=1, description="one-sided level of the bound (before a sweep's "
+                                                            "Bonferroni share across its cells); above 0.5")
     required: bool = True
 
     @model_validator(mode="before")
@@ -256,6 +291,12 @@ class GateRule(_Strict):
             raise ValueError("a rule needs at least one of min, max, max_regression")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is above max {self.max}")
+        if self.statistic == "bound" and self.confidence <= 0.5:
+            # at 0.5 z = 0: the "bound" is the estimate itself, and below 0.5 it lies on the estimate's far
+            # side, yet the report would call it a confidence bound
+            raise ValueError(f"rule {self.label!r}: confidence {self.confidence:g} must lie above 0.5 for a bound "
+                             "(at 0.5 the one-sided bound is the point estimate itself); to decide on the "
+                             "estimate, write `statistic: point` (flagged as such in the report)")
         return self
 
     @property
@@ -353,6 +394,37 @@ def set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A key given twice in one mapping: YAML 1.2 requires unique keys, and PyYAML would keep the last."""
+
+    def __init__(self, key: Any, line: int, first_line: int):
+        self.key, self.line, self.first_line = key, line, first_line
+        hint = "; merge several anchors with one `<<: [*a, *b]`" if key == "<<" else ""
+        super().__init__(f"line {line}: duplicate key {key!r} (first given at line {first_line}); "
+                         f"a repeated key would silently replace the first{hint}")
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a literal duplicate key in any mapping (every harness config and sweep).
+
+    Merge keys still work: `<<: *anchor` brings in keys that an explicit key may override (the YAML merge
+    spec), so only the keys written in the mapping itself are compared; several anchors go in one
+    `<<: [*a, *b]`. Keys are compared as constructed, so `1`/`1.0` and `yes`/`true` collide, as in the dict.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue  # a complex key: unhashable, which SafeLoader reports itself
+            key = "<<" if key_node.tag == "tag:yaml.org,2002:merge" else self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise DuplicateKeyError(key, line, seen[key])
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
     out = []
     for pair in pairs:
@@ -360,7 +432,10 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
             raise ConfigError(f"--set {pair!r}: expected key=value")
         key, raw = pair.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = yaml.load(raw, Loader=UniqueKeyLoader) if raw != "" else ""
+        except DuplicateKeyError as exc:
+            raise ConfigError(f"--set {pair!r}: duplicate key {exc.key!r} in the value; a repeated key would "
+                              "silently replace the first") from None
         except yaml.YAMLError:
             value = raw
         out.append((key.strip(), value))
@@ -368,9 +443,9 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
 
 
 def read_yaml_mapping(path: Path, kind: str = "config") -> dict:
-    """A YAML file whose top level is a mapping, or a ConfigError naming the file."""
+    """A YAML file whose top level is a mapping (no key given twice), or a ConfigError naming the file."""
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        raw = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such {kind} file") from None
     except IsADirectoryError:
@@ -381,6 +456,8 @@ def read_yaml_mapping(path: Path, kind: str = "config") -> dict:
         raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to be a {kind}") from None
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
@@ -424,7 +501,9 @@ def validate_config(raw: dict, source: str = "<config>") -> ExperimentConfig:
 def _check_gate_metrics(raw: dict) -> list[str]:
     from evals.catalog import known_metrics, suggest_metric
 
-    rules = ((raw.get("gate") or {}).get("rules")) or []
+    gate = raw.get("gate")
+    # a gate (or its rules) of the wrong shape is the schema's to report (`gate: strict` names `gate`)
+    rules = (gate.get("rules") or []) if isinstance(gate, dict) else []
     if not isinstance(rules, list):
         return []
     problems = []

@@ -156,5 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except HarnessInputError as exc:  # ModelLoadError included
-        print(f"error: {exc}", file=sys.stderr)
+        from harness.redaction import scrub_text
+
+        print(f"error: {scrub_text(str(exc))}", file=sys.stderr)  # a dataset URL may carry a token
         return 2

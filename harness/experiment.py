@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rich.console import Console
+from rich.markup import escape
 
 from evals.catalog import known_metrics
 from evals.context import EvalContext, greedy_answers
@@ -238,7 +239,7 @@ def _evaluate(ctx: EvalContext, tracker, cell_dir: Path, hooks) -> EvalsOutcome:
     """Every registered eval (evals.registry); a crash is recorded with its traceback, never raised."""
     outcome = run_evals(ctx, hooks, on_stage=lambda name: _stage(f"eval: {name}"))
     for name, message in outcome.errors.items():
-        console.print(f"  [red]eval {name} failed:[/] {message}")
+        console.print(f"  [red]eval {name} failed:[/] {escape(message)}")  # scrubbed by run_evals; no markup
         (cell_dir / "errors").mkdir(parents=True, exist_ok=True)
         (cell_dir / "errors" / f"{name}.txt").write_text(outcome.tracebacks[name])
     tracker.log_metrics(outcome.metrics)

@@ -93,7 +93,7 @@ def sample_size(metric: str, summary: Mapping[str, float]) -> int | None:
     return None
 
 
-# Skew-aware bounds, opted into by an eval that records `<key>_skewness`: the adjusted Fisher-Pearson
+# Skew-aware bounds, for a metric declared skewed or recording `<key>_skewness`: the adjusted Fisher-Pearson
 # skewness G1 of the per-item values whose mean `key` is (n from sample_size). The normal bound on the
 # mean of right-skewed values (per-sequence KL) covers 69-90% at a nominal 95% with 6-16 samples: the t
 # statistic's lower tail is long. Hall's (1992) cubic transformation takes the skewness out of the t
@@ -161,14 +161,23 @@ def confidence_limit(key: str, side: str, confidence: float, summary: Mapping[st
         return anytime_limit(key, side, confidence, summary)
     value, stderr = summary.get(key), summary.get(f"{key}_stderr")
     if _finite(value) and _finite(stderr) and stderr >= 0:
-        if f"{key}_skewness" in summary:  # opted in: the skew-aware bound alone decides (fails closed)
-            return skew_aware_limit(value, stderr, summary[f"{key}_skewness"], sample_size(key, summary), side,
+        if f"{key}_skewness" in summary or _declared_skewed(key):  # the skew-aware bound alone decides (fails closed)
+            return skew_aware_limit(value, stderr, summary.get(f"{key}_skewness"), sample_size(key, summary), side,
                                     confidence)
         return value - _z(confidence) * stderr if side == "low" else value + _z(confidence) * stderr
     recorded = summary.get(f"{key}_ci_{side}")
     if _finite(recorded) and confidence <= RECORDED_CI_ONE_SIDED:
         return recorded
     return None
+
+
+def _declared_skewed(key: str) -> bool:
+    """The metric is declared skewed (evals.metrics.MetricSpec.skewed): a summary without its skewness (a NaN
+    not recorded, an edited store) gets no bound rather than the normal one."""
+    from evals.catalog import known_metrics
+
+    spec = known_metrics().get(key)
+    return spec is not None and spec.skewed
 
 
 def stopped_sequentially(key: str, summary: Mapping[str, object]) -> bool:
@@ -251,12 +260,18 @@ def paired_delta_key(metric: str, against: str) -> str:
     return f"{metric}_delta_vs_start" if against == "start" else f"{metric}_delta"
 
 
-def _no_interval(key: str, summary: Mapping[str, object] | None = None) -> str:
+def _no_interval(key: str, summary: Mapping[str, Any] | None = None) -> str:
     if summary is not None and stopped_sequentially(key, summary):
         level = summary.get(f"{key}_anytime_confidence")
         recorded = f"recorded at {100 * level:.4g}%" if _finite(level) else "not recorded"
         return (f"{key} was judged sequentially (stopped by looking at the data): only its anytime-valid bound "
                 f"holds, and it is {recorded}; a rule at a higher level cannot be shown from this run")
+    if summary is not None and _finite(summary.get(f"{key}_stderr")) and (
+            f"{key}_skewness" in summary or _declared_skewed(key)):
+        n = sample_size(key, summary)
+        return (f"{key} is skewed and bounded by its skewness, which is {summary.get(f'{key}_skewness', 'not recorded')} "
+                f"from {n if n is not None else 'an unknown number of'} samples (at least 3 needed): the bound "
+                "cannot be shown (set statistic: point to gate on the estimate alone, flagged)")
     return (f"no standard error or interval for {key}: the bound cannot be shown "
             "(set statistic: point to gate on the estimate alone, flagged)")
 
@@ -376,8 +391,8 @@ def _non_inferior(rule, summary, baselines, spec, value, confidence, level) -> d
         if not (_finite(se_value) and _finite(se_base)):
             return dict(passed=False, **common, reason=_no_interval(rule.metric if not _finite(se_value)
                                                                     else f"the {rule.against}'s {rule.metric}"))
-        if se_base == 0 and f"{rule.metric}_skewness" in summary:  # an exact baseline: the metric's own bound,
-            return _exact_baseline_non_inferior(rule, summary, sign, confidence, level, common)  # skew-aware
+        if se_base == 0 and (f"{rule.metric}_skewness" in summary or _declared_skewed(rule.metric)):  # exact baseline:
+            return _exact_baseline_non_inferior(rule, summary, sign, confidence, level, common)  # its skew-aware bound
         stderr, how = math.hypot(se_value, se_base), "unpaired"
     return _drop_check(common, drop + _z(confidence) * stderr, f"{how} drop", level,
                        f"drop {drop:.4g} vs {rule.against} {baseline:.4g}")

@@ -31,11 +31,15 @@ from typing import Callable, Iterator, Mapping
 from harness.atomic_io import file_sha256
 from harness.errors import HarnessInputError
 from harness.gate import BLOCK, PROMOTE, REGISTERED_VERSION, CheckResult, GateDecision
+from harness.redaction import scrub_text
 
 EVIDENCE = "harness.evidence."  # param prefix of the recorded hashes
 CHECKPOINT = "checkpoint"  # the run's artifact folder holding its checkpoint (what the evidence hashes)
 SERVED_MODEL = "model"  # the MLflow Model around that checkpoint: what a version is registered from
 LEASE_TAG = "harness.promotion_lease"  # registered-model tag holding the remote promotion lease
+JUDGE_FINGERPRINT_TAG = "harness.judge_calibration.fingerprint"  # set by the run from the judge it used
+# on a sweep's parent run, once: the cell it selected ("-": none). A param, so the selection cannot be re-pointed
+SELECTED_CELL = EVIDENCE + "select_winner_run_id"
 _UNSEEN = object()
 
 
@@ -69,9 +73,12 @@ def record_decision(tracker, decision: GateDecision, *, name: str = "gate_decisi
 
 def gate_config_key(config, against: str | None = None) -> str:
     """A short content key of everything that decides a verdict besides the measurements: the gate
-    section, the domain tasks (default rules read them), start gating, and an `--against` override."""
+    section, the domain tasks (default rules read them), start gating, an `--against` override, and the
+    registered model and alias whose champion `against: champion` rules read."""
     payload = {"gate": config.gate.model_dump(mode="json"), "domain_tasks": list(config.eval.domain_tasks),
-               "gate_vs_start": config.iteration.gate_vs_start, "against": against}
+               "gate_vs_start": config.iteration.gate_vs_start, "against": against,
+               # `against: champion` rules read the champion of this registered model and alias
+               "registry": [config.registry.model_name, config.registry.alias]}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -131,6 +138,14 @@ def record_evidence(tracker, checkpoint_files: Mapping[str, Path]) -> dict[str, 
             raise RuntimeError(f"{name} is not stored with run {run_id}: nothing to record evidence of")
         values[f"{label}_sha256"] = text_sha256(text)
     values["metrics_sha256"] = metrics_sha256(tracker.run_metrics(run_id))
+    # which judge the judge/* rules describe: a re-gate reads that judge's calibration (load_recorded), so the
+    # name must be as immutable as the rest (a tag pointing at another, better calibrated judge flipped a verdict)
+    tags = tracker.get_run(run_id).data.tags
+    fingerprint = tags.get(JUDGE_FINGERPRINT_TAG)
+    if fingerprint:
+        values["judge_fingerprint"] = fingerprint
+    if tags.get("harness.role") == "cell" and tags.get("mlflow.parentRunId"):  # only its sweep may promote it
+        values["sweep_parent_run_id"] = tags["mlflow.parentRunId"]
     values["checkpoint_sha256"] = tree_sha256(checkpoint_files)
     values["checkpoint_files"] = str(len(checkpoint_files))
     tracker.log_evidence({EVIDENCE + k: v for k, v in values.items()})
@@ -176,6 +191,28 @@ def evidence_problems(tracker, run_id: str) -> list[str]:
     if metrics_sha256(tracker.run_metrics(run_id)) != recorded.get("metrics_sha256"):
         problems.append("metrics: differ from those recorded when the run ended (a metric was logged again afterwards)")
     return problems
+
+
+def sweep_selection_problem(tracker, run_id: str) -> str | None:
+    """Why a sweep's cell may not be promoted on its own, or None (not a sweep's cell, or its sweep selected it).
+    A sweep gates each cell at its share of the level and promotes only the cell it selects once every cell
+    finished: promoting another, or any before the selection, breaks the sweep's error rate. Read from the
+    immutable params (the cell's evidence, the parent's recorded selection), never from tags."""
+    parent = tracker.get_run(run_id).data.params.get(EVIDENCE + "sweep_parent_run_id")
+    if not parent:
+        return None
+    try:
+        winner = tracker.get_run(parent).data.params.get(SELECTED_CELL)
+    except Exception as exc:
+        return f"its sweep's run {parent} cannot be read ({type(exc).__name__}), so its selection is unknown"
+    if winner is None:
+        return (f"its sweep (parent run {parent}) has not selected a cell yet (not every cell finished): rerun the "
+                "sweep to finish it; it promotes the one cell it selects")
+    if winner != run_id:
+        return (f"its sweep (parent run {parent}) selected " + ("no cell" if winner == "-" else f"another cell (run "
+                                                                f"{winner})") + "; promoting more than one cell of a "
+                "sweep breaks the sweep's error rate")
+    return None
 
 
 def require_intact(tracker, run_id: str, action: str) -> None:
@@ -349,7 +386,9 @@ def champion_baseline(tracker, champion: tuple[str, str] | None) -> dict[str, fl
     if champion is None:
         return None
     version, run_id = champion
-    return tracker.run_metrics(run_id) | {REGISTERED_VERSION: float(version)}
+    # a version registered outside the harness may have no run: nothing recorded to compare with, so every
+    # rule against it fails closed as missing (never a crash that leaves the decision unmade)
+    return (tracker.run_metrics(run_id) if run_id else {}) | {REGISTERED_VERSION: float(version)}
 
 
 def promote_run(tracker, registry, decide: Callable[[dict | None], GateDecision], *, cell: str,
@@ -381,7 +420,7 @@ def promote_run(tracker, registry, decide: Callable[[dict | None], GateDecision]
                                   final_tags={"harness.validated": "true"}, hooks=hooks)
         except Exception as exc:
             restored = f"version {current[0]} is champion again" if current else "no champion, as before"
-            decision = _with_failed_check(decision, "promotion", f"{type(exc).__name__}: {exc}; {restored}")
+            decision = _with_failed_check(decision, "promotion", scrub_text(f"{type(exc).__name__}: {exc}; {restored}"))
             record_decision(tracker, decision)
             tracker.set_tags({"harness.promoted": "false", "harness.promotion_error": f"{type(exc).__name__}: {exc}"})
             return PromotionOutcome(decision, None, current)
@@ -394,6 +433,8 @@ def force_promote(tracker, registry, *, cell: str, reason: str, user: str,
     """Promotion of a run the gate did not validate: allowed only with a reason, recorded, and only of a
     complete checkpoint (present and matching its recorded hash) of a run that is no longer running."""
     run_id = tracker.run_id
+    if not reason.strip():
+        raise EvidenceError(f"run {run_id}: refusing to force-promote without a reason", ["the reason is blank"])
     with champion_lock(tracker, registry.model_name):
         status = tracker.run_status(run_id)
         recorded = {k[len(EVIDENCE):]: v for k, v in tracker.get_run(run_id).data.params.items()
@@ -449,8 +490,10 @@ def load_recorded(tracker, run_id: str, config_override=None) -> RecordedRun:
     # data/ counters are not measurements; the off-policy diagnostic (data/*_logp_*, data/offpolicy_*) is
     metrics = {k: v for k, v in all_metrics.items()
                if not k.startswith(("train/", "reference/", "start/", "data/dropped_", "data/pairs"))}
-    judge_fingerprint = run.data.tags.get("harness.judge_calibration.fingerprint")
-    if judge_fingerprint:  # judge/* describe the judge, not the cell: its newest calibration applies (maybe done since)
+    # judge/* describe the judge, not the cell: its newest calibration applies (maybe done since); which judge
+    # is read from the immutable evidence, never from the run's tag (tags can be edited)
+    judge_fingerprint = run.data.params.get(EVIDENCE + "judge_fingerprint")
+    if judge_fingerprint:
         from evals.judge_calibration import stored_calibration
 
         stored = stored_calibration(tracker, judge_fingerprint)

@@ -12,7 +12,7 @@ from evals.metrics import neutral_values
 from harness.atomic_io import write_text_atomic
 from harness.config import ExperimentConfig
 from harness.promotion import files_under
-from harness.redaction import redact
+from harness.redaction import redact, scrub_text
 
 
 def redacted_config(config: ExperimentConfig) -> dict:
@@ -91,5 +91,5 @@ def report_or_recorded_failure(tracker, render: Callable[[], Path], say: Callabl
         return str(render().resolve())
     except Exception as exc:
         tracker.set_tags({"harness.report_error": f"{type(exc).__name__}: {exc}"[:1000]})
-        say(f"report failed: {type(exc).__name__}: {exc}")
+        say(scrub_text(f"report failed: {type(exc).__name__}: {exc}"))  # the console is not the tracker: scrub here
         return ""

@@ -21,9 +21,22 @@ from typing import Any
 
 REDACTED = "***"
 
-# a key whose last word is one of these (api_key, hf_token, secret, db_password, x-api-key), not max_new_tokens
-SECRET_KEY = re.compile(r"(^|[_-])(key|apikey|token|secret|password|passwd|credentials?|authorization|auth"
-                        r"|cookie|bearer|sig|signature)$", re.IGNORECASE)
+# The words that name a secret, one list for every way a secret is recognised by its name: a mapping key
+# (`is_secret_key`), an environment variable scrubbed by value (`_env_secrets`), `name=value` or `'name': 'value'`
+# inside a message (`_ASSIGNED`) and a query parameter (`_QUERY_SECRET`). Singular `token`: `max_new_tokens`,
+# `n_tokens` and `tokenizer` are ordinary settings. `_SHORT_WORDS` name a secret only as a word of their own
+# (`db_pwd`, `GITHUB_PAT`, `url_sig`), never as the end of a longer one (`compat`, `config`).
+_SECRET_WORDS = (r"key|apikey|token|secrets?|password|passwd|passphrase|credentials?|authorization|auth"
+                 r"|cookies?|bearer|signature|jwt|sessionid")
+_SHORT_WORDS = r"pwd|pat|sig"
+# ...but a tokenizer's special tokens (`pad_token: </s>`, `eosToken`) are vocabulary entries: a lookbehind put
+# where the name ends
+_NOT_SECRET = "".join(rf"(?<!{w}[_-]token)(?<!{w}token)" for w in ("pad", "eos", "bos", "unk", "sep", "cls", "mask"))
+_CAMEL_WORDS = r"Key|Token|Secret|Password|Passwd|Passphrase|Credentials?|Cookie|Signature"
+# a key whose last word is one of these (api_key, hf_token, secret, db_password, x-api-key, accessToken,
+# clientSecret, privateKey), not max_new_tokens or pad_token
+SECRET_KEY = re.compile(rf"(?:(^|[_-])({_SECRET_WORDS})|[_-]({_SHORT_WORDS})|^sig|(?-i:[a-z0-9](?:{_CAMEL_WORDS}))){_NOT_SECRET}$",
+                        re.IGNORECASE)
 
 # mappings whose every value may be a credential: HTTP headers and query parameters (`extra_headers`,
 # `default_query`, ...): their names stay readable, their values go
@@ -35,10 +48,12 @@ _URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinf
 _CREDENTIAL = r"(?:(?=[A-Za-z0-9._~+/=:-]*[0-9])[A-Za-z0-9._~+/=:-]{6,}|[A-Za-z0-9._~+/=:-]{20,})"
 _AUTH_SCHEME = re.compile(rf"\b(?P<scheme>Bearer|Basic|Token)(?P<sep>\s+|%20)(?P<value>{_CREDENTIAL})", re.IGNORECASE)
 # `api_key='...'`, `"x-api-key": "..."`, `password=...` inside a message (a repr of kwargs, a header dump)
-_ASSIGNED = re.compile(r"(?P<name>\b[A-Za-z0-9_-]*(?:key|token|secret|password|passwd|auth|authorization|cookie)"
-                       r"(?P<q1>['\"]?)\s*[:=]\s*(?P<q2>['\"]?))(?!(?:Bearer|Basic|Token)\s)(?P<value>[^'\"\s,;&}\])]{6,})", re.IGNORECASE)
-_QUERY_SECRET = re.compile(r"(?P<name>[?&;](?:[a-z0-9_.-]*(?:key|token|secret|password|passwd|sig|signature"
-                           r"|credential)s?))=(?P<value>[^&#\s'\"]+)", re.IGNORECASE)
+# (the name ends in a secret word: `apikey`, `accessToken`, `client_secret`; a short one follows a `_` or `-`)
+_ASSIGNED = re.compile(rf"(?P<name>\b(?:[A-Za-z0-9_-]*(?:{_SECRET_WORDS})|[A-Za-z0-9_-]*[_-](?:{_SHORT_WORDS})|sig){_NOT_SECRET}"
+                       r"(?P<q1>['\"]?)\s*[:=]\s*(?P<q2>['\"]?))(?!(?:Bearer|Basic|Token)\s)(?P<value>[^'\"\s,;&}\])]{6,})",
+                       re.IGNORECASE)
+_QUERY_SECRET = re.compile(rf"(?P<name>[?&;](?:[a-z0-9_.-]*(?:{_SECRET_WORDS})|[a-z0-9_.-]*[_-](?:{_SHORT_WORDS})|sig))"
+                           r"=(?P<value>[^&#\s'\"]+)", re.IGNORECASE)
 _KEY_SHAPES = re.compile("|".join([
     r"\bsk-[A-Za-z0-9][A-Za-z0-9_-]{14,}",              # OpenAI (sk-, sk-proj-), Anthropic (sk-ant-), DeepSeek ...
     r"\bhf_[A-Za-z0-9]{20,}",                             # Hugging Face
@@ -61,7 +76,8 @@ def is_secret_key(key: object) -> bool:
 
 
 def _env_secrets() -> list[str]:
-    """Values of the environment's secret-named variables, longest first (read now: keys can be set late).
+    """Values of the environment's secret-named variables (`is_secret_key`: the same word list as every other
+    check, so `DB_PASSPHRASE` and `ACME_CREDENTIALS` count), longest first (read now: keys can be set late).
     A path (`SSL_KEY=/etc/ssl/key.pem`) names where a secret lives, like `api_key_env`: it stays."""
     values = {v for k, v in os.environ.items() if len(v) >= _MIN_ENV_SECRET and is_secret_key(k.lower())
               and not v.startswith(("/", "~", "./", "../"))}

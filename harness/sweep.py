@@ -36,15 +36,25 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from harness.config import ExperimentConfig, format_loc, parse_overrides, read_yaml_mapping, set_dotted, validate_config
 from harness.errors import ConfigError, HarnessInputError
 from harness.pareto import KL, LC, finite_number, pareto_front
+from harness.redaction import scrub_text
 
 SELECT_CONFIDENCE = 0.95  # one-sided level of the bound `select: {statistic: bound}` ranks cells by
 
 
+def _numbers_not_booleans(v: Any) -> Any:
+    """pydantic reads YAML's `true` as 1 in a list of numbers: a grid of `beta: [true]` or `seeds: [yes]` is a
+    typo, not a value (the experiment config refuses booleans in number fields the same way)."""
+    if isinstance(v, list) and any(isinstance(x, bool) for x in v):
+        raise ValueError("a list of numbers is required, not booleans")
+    return v
+
+
 class GridEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     variant: str
     beta: list[float] = Field(default_factory=list, description="betas to try; empty: the variant's default")
     variant_params: dict[str, list[Any]] = Field(default_factory=dict, description="each parameter's values to try")
+    _beta_numbers = field_validator("beta", mode="before")(classmethod(lambda cls, v: _numbers_not_booleans(v)))
 
     @field_validator("variant_params")
     @classmethod
@@ -103,6 +113,7 @@ class SweepConfig(BaseModel):
     base: dict[str, Any] = Field(description="experiment settings shared by every cell")
     grid: list[GridEntry] = Field(min_length=1, description="at least one variant entry")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    _seed_numbers = field_validator("seeds", mode="before")(classmethod(lambda cls, v: _numbers_not_booleans(v)))
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     select: SelectConfig = Field(default_factory=SelectConfig, description="how the one promoted cell is chosen")
 
@@ -142,8 +153,10 @@ def expand(sweep: SweepConfig, source: str = "<sweep>") -> list[ExperimentConfig
             for combo in combos:
                 for seed in sweep.seeds:
                     raw = json.loads(json.dumps(sweep.base))
+                    shared = raw.get("variant_params", {})  # not a mapping: left for validate_config to name
                     raw.update({"name": sweep.name, "variant": entry.variant, "seed": seed,
-                                "variant_params": {**raw.get("variant_params", {}), **dict(zip(names, combo))}})
+                                "variant_params": {**shared, **dict(zip(names, combo))} if isinstance(shared, dict)
+                                else shared})
                     if beta is not None:
                         raw["beta"] = beta
                     try:
@@ -235,8 +248,8 @@ def run_cell(config_json: dict, tags: dict[str, str]) -> dict[str, Any]:
     try:
         result = run_experiment(config, extra_tags=tags, promote=False)
     except Exception as exc:  # the run is already recorded FAILED in MLflow by run_experiment
-        return {"verdict": "FAILED", "run_id": None, "metrics": {}, "first_failure": f"{type(exc).__name__}: {exc}",
-                "report": None}
+        return {"verdict": "FAILED", "run_id": None, "metrics": {},
+                "first_failure": scrub_text(f"{type(exc).__name__}: {exc}"), "report": None}
     return {"verdict": result.verdict, "run_id": result.run_id, "metrics": result.metrics,
             "first_failure": result.decision.first_failure, "report": result.report}
 
@@ -512,13 +525,14 @@ def _select_and_promote(tracker, sweep: SweepConfig, config: ExperimentConfig, r
     locked, champion-re-checking path of `harness promote`, and record the selection everywhere. A
     selection already recorded on the parent (an earlier invocation got this far) is kept, never redone:
     the sweep promotes once."""
-    from harness.promotion import load_recorded, promote_run, regate
+    from harness.promotion import SELECTED_CELL, load_recorded, promote_run, regate
     from harness.tracking import Tracker
 
     parent = tracker.run_id
-    parent_tags = tracker.get_run(parent).data.tags
+    parent_run = tracker.get_run(parent)
+    parent_tags = parent_run.data.tags
     select_cell(rows, sweep.select)  # marks every row and computes its score
-    recorded_winner = parent_tags.get("harness.select.winner_run_id")
+    recorded_winner = parent_run.data.params.get(SELECTED_CELL, parent_tags.get("harness.select.winner_run_id"))
     if recorded_winner is not None:  # resumed after the selection: keep it, whatever the tags say now
         for row in rows:
             if row.selection in ("selected", "passed-not-selected"):
@@ -528,6 +542,8 @@ def _select_and_promote(tracker, sweep: SweepConfig, config: ExperimentConfig, r
             winner.selection = "selected"
     else:
         winner = next((r for r in rows if r.selection == "selected"), None)
+        # the selection, once and immutably: `harness promote` of a cell asks it (promotion.sweep_selection_problem)
+        tracker.log_evidence({SELECTED_CELL: winner.run_id if winner and winner.run_id else "-"})
     rule = sweep.select.describe()
     selection: dict[str, Any] = {"rule": rule, "metric": sweep.select.metric, "statistic": sweep.select.statistic,
                                  "winner_cell": winner.cell if winner else None,

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 from markupsafe import Markup
 
+from harness.redaction import scrub_text
 from reports.common import (
     CURVE_PANELS,
     DASH,
@@ -175,14 +176,20 @@ def _data(raw: Any) -> dict:
 
 
 def _errors(raw: Any) -> list[dict]:
+    """Eval errors, scrubbed of secrets (the harness scrubs them where they are made; this page is logged
+    to MLflow and may be rendered from errors recorded by an older harness)."""
     if raw is None:
         return []
+
+    def message(v: Any) -> str:
+        return scrub_text(text_or_none(v) or "") or DASH
+
     if isinstance(raw, Mapping):
-        return [{"name": fmt(k), "message": text_or_none(v) or DASH} for k, v in raw.items()]
+        return [{"name": fmt(k), "message": message(v)} for k, v in raw.items()]
     if isinstance(raw, (list, tuple)):
-        return [{"name": fmt(i), "message": text_or_none(v) or DASH} for i, v in enumerate(raw)]
-    text = text_or_none(raw)
-    return [{"name": fmt("error"), "message": text}] if text else []
+        return [{"name": fmt(i), "message": message(v)} for i, v in enumerate(raw)]
+    text = message(raw)
+    return [{"name": fmt("error"), "message": text}] if text != DASH else []
 
 
 def _verdict_label(v: Any, baseline: str = "reference") -> tuple[str, str]:

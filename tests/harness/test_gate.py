@@ -65,9 +65,11 @@ def test_a_no_change_cell_sits_on_the_threshold_and_shows_nothing():
 
 
 def test_a_ceiling_compares_the_upper_bound():
-    rule = {"metric": "kl/seq_kl_k3", "max": 5}
-    assert decide({"kl/seq_kl_k3": 4.0, "kl/seq_kl_k3_stderr": 0.5}, rule).verdict == PROMOTE  # 4.82 < 5
-    assert decide({"kl/seq_kl_k3": 4.0, "kl/seq_kl_k3_stderr": 0.7}, rule).verdict == BLOCK    # 5.15 >= 5
+    rule = {"metric": "winrate/raw_minus_lc_pct", "max": 5}
+    assert decide({"winrate/raw_minus_lc_pct": 4.0, "winrate/raw_minus_lc_pct_stderr": 0.5}, rule).verdict == PROMOTE  # 4.82 < 5
+    assert decide({"winrate/raw_minus_lc_pct": 4.0, "winrate/raw_minus_lc_pct_stderr": 0.7}, rule).verdict == BLOCK  # 5.15 >= 5
+    # KL is declared skewed: its bound needs the skewness, and without one there is no bound (not the normal one)
+    assert decide({"kl/seq_kl_k3": 4.0, "kl/seq_kl_k3_stderr": 0.5}, {"metric": "kl/seq_kl_k3", "max": 5}).verdict == BLOCK
 
 
 def test_a_recorded_95_interval_serves_a_one_sided_bound_up_to_97_5_percent_only():
@@ -201,8 +203,11 @@ def test_default_rules_cover_the_seed_failure_modes_and_a_no_change_cell_is_bloc
     assert {r.metric for r in rules} >= {"winrate/lc_win_rate_pct", "kl/seq_kl_k3", "length/ratio_tokens",
                                          "winrate/raw_minus_lc_pct", "chosen_logp/chosen_delta", "domain_arith_mc/acc"}
     zero = 0.0
+    # as the evals record it: KL and the length ratio with their skewness and counts (their bounds are skew-aware)
     no_change = {"winrate/lc_win_rate_pct": 50.0, "winrate/lc_win_rate_pct_stderr": zero, "kl/seq_kl_k3": 0.0,
-                 "kl/seq_kl_k3_stderr": zero, "length/ratio_tokens": 1.0, "length/ratio_tokens_stderr": zero,
+                 "kl/seq_kl_k3_stderr": zero, "kl/seq_kl_k3_skewness": 0.0, "kl/n_samples": 8.0,
+                 "length/ratio_tokens": 1.0, "length/ratio_tokens_stderr": zero, "length/ratio_tokens_skewness": 0.0,
+                 "length/ratio_tokens_n": 16.0,
                  "winrate/raw_minus_lc_pct": 0.0, "winrate/raw_minus_lc_pct_stderr": zero,
                  "chosen_logp/chosen_delta": 0.0, "chosen_logp/chosen_delta_stderr": zero,
                  "domain_arith_mc/acc": 0.6, "domain_arith_mc/acc_delta": 0.0, "domain_arith_mc/acc_delta_stderr": 0.02}

@@ -133,7 +133,8 @@ def test_kl_upper_bound_covers_the_true_kl_at_the_shipped_sample_counts(n, confi
 def test_an_allowed_kl_increase_at_its_margin_passes_at_most_at_the_level(n):
     """`max_regression` on KL against the reference (an exact 0): the drop's upper bound is KL's own
     skew-aware bound, so a policy whose true KL equals the allowed increase passes at most 5% of the time.
-    With the normal bound (skewness not recorded) the same cells pass beyond the level."""
+    With the normal bound the same cells would pass beyond the level; without its skewness (KL is declared
+    skewed) a cell gets no bound at all and is blocked."""
     rng = np.random.default_rng(100 + n)
     draw, true_kl = KL_SHAPES["mixture_10pct_x5"]
     rule = GateRule(name="kl_not_worse", metric="kl/seq_kl_k3", max_regression=true_kl, against="reference")
@@ -142,7 +143,8 @@ def test_an_allowed_kl_increase_at_its_margin_passes_at_most_at_the_level(n):
         summary = KLEstimate(seq_k1=row.tolist(), seq_k3=row.tolist(), n_tokens=10 * n).summary()
         decide = lambda s: gate(s, {"reference": {"kl/seq_kl_k3": 0.0}}, [rule], specs=known_metrics())  # noqa: E731
         passed += decide(summary).verdict == "PROMOTE"
-        normal_passed += decide({k: v for k, v in summary.items() if not k.endswith("_skewness")}).verdict == "PROMOTE"
+        normal_passed += summary["kl/seq_kl_k3"] + 1.6448536269514722 * summary["kl/seq_kl_k3_stderr"] < true_kl
+        assert decide({k: v for k, v in summary.items() if not k.endswith("_skewness")}).verdict == "BLOCK"
     assert passed / sims <= 0.05 + _mc_slack(0.95, sims)
     assert normal_passed / sims > 0.05 + _mc_slack(0.95, sims)
 
@@ -172,8 +174,11 @@ def test_a_no_change_cell_has_a_kl_upper_bound_of_zero_and_passes_a_kl_ceiling()
 def test_the_skew_aware_bound_fails_closed_and_leaves_other_metrics_alone():
     base = {"kl/seq_kl_k3": 2.0, "kl/seq_kl_k3_stderr": 0.5, "kl/n_samples": 16.0}
     z95 = 1.6448536269514722
-    # no skewness recorded: the normal bound, exactly as before
-    assert confidence_limit("kl/seq_kl_k3", "high", 0.95, base) == pytest.approx(2.0 + z95 * 0.5, rel=1e-12)
+    # KL is declared skewed: no skewness recorded, no bound (never the narrower normal one)
+    assert confidence_limit("kl/seq_kl_k3", "high", 0.95, base) is None
+    # a metric neither declared skewed nor recording a skewness keeps the normal bound, exactly
+    gap = {"winrate/raw_minus_lc_pct": 2.0, "winrate/raw_minus_lc_pct_stderr": 0.5}
+    assert confidence_limit("winrate/raw_minus_lc_pct", "high", 0.95, gap) == pytest.approx(2.0 + z95 * 0.5, rel=1e-12)
     # recorded but not finite, or the count missing: no bound, and the ceiling fails
     for bad in (math.nan, math.inf):
         assert confidence_limit("kl/seq_kl_k3", "high", 0.95, base | {"kl/seq_kl_k3_skewness": bad}) is None
@@ -181,7 +186,7 @@ def test_the_skew_aware_bound_fails_closed_and_leaves_other_metrics_alone():
     assert confidence_limit("kl/seq_kl_k3", "high", 0.95, no_n) is None
     check = gate(base | {"kl/seq_kl_k3_skewness": math.nan}, {"reference": {}},
                  [GateRule(metric="kl/seq_kl_k3", max=1000)], specs=SPECS).checks[0]
-    assert not check.passed and "no standard error or interval" in check.reason
+    assert not check.passed and "skewed and bounded by its skewness, which is nan from 16 samples" in check.reason
 
 
 def test_the_skew_aware_bound_widens_with_skewness_and_mirrors_for_the_low_side():

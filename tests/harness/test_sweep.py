@@ -200,6 +200,10 @@ def test_a_sweep_folder_that_resolves_outside_output_dir_is_refused(tmp_path, mo
     ({"select": {"metric": "winrate/lc_win_rate"}}, "did you mean"),
     ({"select": {"metric": "length/ratio_tokens"}}, "no declared direction"),
     ({"select": {"statistic": "ci_low"}}, "select.statistic"),
+    ({"grid": [{"variant": "dpo", "beta": [True]}]}, "not booleans"),  # YAML `true` once became beta 1.0
+    ({"seeds": [True]}, "not booleans"),
+    ({"grid": [{"variant": "dpo", "beta": [float("nan")]}]}, "grid.0.beta"),
+    ({"base": {"model": {"name": "embedded:tiny"}, "variant_params": 5}}, "variant_params"),  # once a TypeError
 ])
 def test_an_empty_grid_or_a_bad_select_is_a_config_error(tmp_path, capsys, change, message):
     from harness.cli import main
@@ -271,7 +275,12 @@ def test_a_sweep_promotes_exactly_one_cell_the_best_passing_by_select(tmp_path, 
     assert again.selection["winner_run_id"] == by[winner].run_id
 
 
-def test_a_resumed_sweep_selects_over_all_its_cells_and_promotes_once(tmp_path, monkeypatch):
+def test_a_resumed_sweep_selects_over_all_its_cells_and_promotes_once(tmp_path, monkeypatch, capsys):
+    """The best cell crashes the first time: nothing is selected, and `harness promote` of a passing cell is
+    refused (its sweep has not selected yet: promoting it would leave two versions once the rerun selects the
+    best). The rerun selects over all cells and promotes once; promoting the passed-not-selected cell is then
+    refused, also after its selection tag is edited to "selected" (the selection is an immutable param)."""
+    from harness.cli import main
     from harness.tracking import Tracker
 
     out, path = _fake_sweep(tmp_path, monkeypatch)
@@ -280,12 +289,21 @@ def test_a_resumed_sweep_selects_over_all_its_cells_and_promotes_once(tmp_path, 
     tracker = Tracker(out, "fake_sweep")
     assert first.selection is None and tracker.registry_snapshot("fake-sweep-model") == {}  # nothing until all ran
     assert {c.selection for c in first.cells} == {"pending"}
+    passing = next(c for c in first.cells if c.verdict == "PROMOTE")
+    capsys.readouterr()
+    assert main(["promote", passing.run_id, "--output-dir", str(out)]) == 1
+    assert "has not selected a cell yet" in capsys.readouterr().err
+    assert tracker.registry_snapshot("fake-sweep-model") == {}
     monkeypatch.delenv("FAKE_CELLS_FAIL")
     second = _run(path)
     by = {f"{c.variant}-{c.beta:g}": c for c in second.cells}
     assert by["dpo-0.2"].reused and not by["dpo-0.05"].reused
     assert by["dpo-0.05"].selection == "selected"  # selected over the reused cells too
     assert tracker.registry_snapshot("fake-sweep-model")["versions"] == [1]
+    loser = by["dpo-0.2"].run_id
+    tracker.client.set_tag(loser, "harness.selection", "selected")  # an edited tag changes nothing
+    assert main(["promote", loser, "--output-dir", str(out)]) == 1
+    assert f"selected another cell (run {by['dpo-0.05'].run_id})" in capsys.readouterr().err
     _run(path)
     assert tracker.registry_snapshot("fake-sweep-model")["versions"] == [1]
 
