@@ -1,4 +1,5 @@
-"""MLflow tracking and the model registry. The only module that imports mlflow.
+"""MLflow tracking and the model registry: the one module that talks to a tracking store (the MLflow Model
+a promoted version ships as is built in harness/served_model.py, which imports mlflow.pyfunc for it).
 
 SQLite backend under the output directory (MLflow 3 deprecates the file store). Params
 are immutable in MLflow, so mutable state (verdict, status) lives in tags.

@@ -104,6 +104,15 @@ def test_cli_json_output_and_exit_code(tmp_path, model_cache, capsys):
     payload = json.loads(capsys.readouterr().out)
     assert {"run_id", "cell", "verdict", "metrics", "checks", "report"} <= payload.keys()
     assert code == (0 if payload["verdict"] == "PROMOTE" else 1)
+    # what a reader of --json needs to trust the headline numbers (issue 18): whether LC is identified, the
+    # style-controlled win rate with its interval (or why it is missing), and how many answers were cut
+    m = payload["metrics"]
+    assert m["winrate/lc_identified"] in (0.0, 1.0) and 0 <= m["length/truncated_pct"] <= 100
+    if m["winrate/style_identified"] == 1.0:
+        low, high = m["winrate/style_controlled_pct_ci_low"], m["winrate/style_controlled_pct_ci_high"]
+        assert low <= m["winrate/style_controlled_pct"] <= high
+    else:
+        assert "winrate/style_controlled_pct" not in m
 
 
 def test_gate_command_redecides_a_recorded_run_and_promote_refuses_unvalidated(tiny_run, tmp_path, capsys):

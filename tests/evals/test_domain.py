@@ -269,3 +269,25 @@ def test_include_paths_task_runs_offline(tiny, tmp_path, monkeypatch):
                            limit=3, include_paths=[extra])
     assert set(res.summary) == {"domain_my_facts/acc", "domain_my_facts/acc_stderr"}
     assert len(res.per_item["domain_my_facts"]) == 3
+
+
+def test_a_task_outside_the_harness_declares_its_metrics_with_their_direction(tmp_path):
+    """A rule may name a metric of any lm-eval task (issue 17: such a rule once blocked forever, its metric
+    never declared): the task's YAML is read, never its data; a stated direction is kept, an unstated one is
+    lm-eval's own (perplexity: lower is better), and each filter gets its own key."""
+    from evals.domain import declare_task_metrics
+
+    path = tmp_path / "my_task.yaml"
+    path.write_text("task: my_reading_task\n"
+                    "metric_list:\n"
+                    "  - {metric: exact_match, higher_is_better: true}\n"
+                    "  - {metric: word_perplexity}\n"
+                    "filter_list:\n"
+                    "  - {name: strict-match, filter: []}\n"
+                    "  - {name: flexible-extract, filter: []}\n")
+    declared = declare_task_metrics("my_reading_task", {"my_reading_task": {"yaml_path": str(path)}})
+    assert sorted(declared) == sorted(f"domain_my_reading_task/{m}_{f}" for m in ("exact_match", "word_perplexity")
+                                      for f in ("strict-match", "flexible-extract"))
+    assert METRICS.get("domain_my_reading_task/exact_match_strict-match").higher_is_better is True
+    assert METRICS.get("domain_my_reading_task/word_perplexity_flexible-extract").higher_is_better is False
+    assert declare_task_metrics("no_such_task", {}) == []
