@@ -104,7 +104,8 @@ class TrainingConfig(_Strict):
 
 
 class KLConfig(_Strict):
-    n_prompts: int = Field(16, gt=1)
+    # KL is right-skewed and its bound reads the skewness, which needs 3 samples (harness.gate.skew_aware_limit)
+    n_prompts: int = Field(16, ge=3, description="policy samples KL is measured on (at least 3)")
     max_new_tokens: int = Field(32, gt=0)
 
 

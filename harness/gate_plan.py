@@ -10,10 +10,12 @@ level), how often a real improvement ships (power), how often a real regression 
 eval size that would reach 80% power, and for a sweep of K cells how often an all-equal sweep ships any
 cell (K x sims equal-quality cells decided once, grouped into sims sweeps).
 
-Simulated: rules on `winrate/*` and on domain accuracy (`domain_*/acc`). Every other rule (KL, length,
-chosen log-prob, judge calibration, ...) is left out of the simulated decision and listed as such:
-the gate ANDs its checks, so leaving a rule out can only raise the simulated promote rate - the
-false-promote figures stay upper bounds and the power figures are optimistic.
+Simulated: rules on `winrate/*`, on domain accuracy (`domain_*/acc`), on KL (`kl/seq_kl_k1`, `_k3`: per-sequence
+KL drawn from an assumed right-skewed distribution, measured by evals.kl.KLEstimate) and on the length ratios
+(`length/ratio_*`: the simulated answers' lengths, measured by evals.length.length_summary). Every other rule
+(chosen log-prob, judge calibration, ...) is left out of the simulated decision and listed as such: the gate
+ANDs its checks, so leaving a rule out can only raise the simulated promote rate - the false-promote figures
+stay upper bounds and the power figures are optimistic.
 """
 from __future__ import annotations
 
@@ -34,8 +36,12 @@ TIE_SHARE = 0.25  # share of prompts the judge calls a tie between two different
 DISCORDANT_SHARE = 0.15  # share of domain items whose correctness differs between two different models
 REFERENCE_ACCURACY = 0.5
 MEAN_LOG_CHARS, SD_LOG_CHARS = math.log(250.0), 0.5  # answer lengths, the same distribution on both sides
+CHARS_PER_TOKEN = 4.0  # an answer's tokens from its characters (English text, SmolLM2's tokenizer: about 4)
+# a changed policy's per-sequence KL from the reference: gamma with this mean and shape (right-skewed, as measured
+# KL is: docs/gate_validity.md; the demo's cells measured 0.25-1.55 nats); 0 for a policy that changed nothing
+KL_MEAN_NATS, KL_SHAPE = 1.0, 0.5
 POWER_TARGET = 0.8
-PLAN_VERSION = 3  # bump when the simulation or the statistics it calls change: cached plans are keyed by it
+PLAN_VERSION = 4  # bump when the simulation or the statistics it calls change: cached plans are keyed by it
 SIZE_GRID = (12, 24, 48, 96, 192, 400, 805, 1600)
 
 
@@ -65,6 +71,7 @@ class Sizes:
     domain_items: dict[str, int]  # domain eval name -> items
     prompts_source: str = ""  # how n_prompts was found, in words (printed with the plan)
     prompts_exact: bool = True  # False: assumed, the prompt set cannot be sized before a run
+    kl_samples: int = 0  # eval.kl.n_prompts; 0: KL rules are not simulated
 
 
 def eval_sizes(config: ExperimentConfig, *, evaluated_prompts: int | None = None) -> Sizes:
@@ -84,10 +91,11 @@ def eval_sizes(config: ExperimentConfig, *, evaluated_prompts: int | None = None
         budget = config.eval.sequential.max_prompts if config.eval.sequential is not None else None
         if budget is not None and budget < evaluated_prompts:  # judging stops at the budget, at the latest
             return Sizes(budget, items, f"{int(evaluated_prompts)} prompts, as the run evaluated; judged at most "
-                                        f"eval.sequential.max_prompts = {budget}", True)
-        return Sizes(int(evaluated_prompts), items, f"{int(evaluated_prompts)} prompts, as the run evaluated", True)
+                                        f"eval.sequential.max_prompts = {budget}", True, config.eval.kl.n_prompts)
+        return Sizes(int(evaluated_prompts), items, f"{int(evaluated_prompts)} prompts, as the run evaluated", True,
+                     config.eval.kl.n_prompts)
     n, source, exact = prompt_count(config)
-    return Sizes(n, items, source, exact)
+    return Sizes(n, items, source, exact, config.eval.kl.n_prompts)
 
 
 def prompt_count(config: ExperimentConfig) -> tuple[int, str, bool]:
@@ -139,10 +147,17 @@ def _heldout_count(config: ExperimentConfig) -> tuple[int, str, bool]:
     return n, f"heldout split of {d.source}: {n} prompts (counted)", True
 
 
-def simulated_rules(rules: list[GateRule]) -> tuple[list[GateRule], list[GateRule]]:
+KL_KEYS = ("kl/seq_kl_k1", "kl/seq_kl_k3")
+
+
+def simulated_rules(rules: list[GateRule], kl_samples: int = 1) -> tuple[list[GateRule], list[GateRule]]:
+    """(rules the plan simulates, rules it leaves out); KL rules only when KL samples are simulated."""
+    from evals.length import RATIO_KEYS
+
     def simulated(rule: GateRule) -> bool:
         evaluation = rule.metric.split("/", 1)[0]
-        return evaluation == "winrate" or (evaluation.startswith("domain_") and rule.metric.endswith("/acc"))
+        return (evaluation == "winrate" or (evaluation.startswith("domain_") and rule.metric.endswith("/acc"))
+                or rule.metric in RATIO_KEYS or (rule.metric in KL_KEYS and kl_samples > 0))
 
     return [r for r in rules if simulated(r)], [r for r in rules if not simulated(r)]
 
@@ -181,9 +196,30 @@ def _items(scenario: Scenario, n_items: int, rng: np.random.Generator) -> tuple[
     return ref, pol
 
 
-# the win-rate statistics' neutral values: what a run's reference baseline holds for them
-WINRATE_REFERENCE = {"winrate/win_rate_pct": 50.0, "winrate/lc_win_rate_pct": 50.0,
-                     "winrate/style_controlled_pct": 50.0, "winrate/raw_minus_lc_pct": 0.0}
+def _reference() -> dict[str, float]:
+    """What a run's reference baseline holds for the simulated evals: their declared neutral values (win rate 50,
+    KL 0, length ratio 1), as harness.recording.reference_baseline derives them."""
+    from evals.metrics import neutral_values
+
+    return neutral_values(("winrate", "kl", "length"))
+
+
+def _kl_and_length(scenario: Scenario, sizes: Sizes, ref_chars: np.ndarray, pol_chars: np.ndarray,
+                   rng: np.random.Generator) -> dict[str, float]:
+    """The length eval on the simulated answers (uncensored) and, with KL samples, the KL eval on per-sequence
+    KL drawn from the assumed distribution, each measured by the eval's own statistics."""
+    from evals.kl import KLEstimate
+    from evals.length import length_summary
+
+    ref_tokens = np.maximum(1, np.round(ref_chars / CHARS_PER_TOKEN)).astype(int)
+    pol_tokens = np.maximum(1, np.round(pol_chars / CHARS_PER_TOKEN)).astype(int)
+    out = {k: float(v) for k, v in length_summary(pol_tokens.tolist(), ref_tokens.tolist(), pol_chars.astype(int).tolist(),
+                                                  ref_chars.astype(int).tolist()).items() if not isinstance(v, str)}
+    if sizes.kl_samples:
+        kl = (rng.gamma(KL_SHAPE, KL_MEAN_NATS / KL_SHAPE, sizes.kl_samples) if scenario.changed
+              else np.zeros(sizes.kl_samples)).tolist()
+        out |= KLEstimate(kl, kl, n_tokens=32 * sizes.kl_samples).summary()
+    return out
 
 
 def _fixed_domain(summary: dict, reference: dict, task_eval: str, ref: np.ndarray, pol: np.ndarray) -> None:
@@ -199,10 +235,10 @@ def simulate_cell(scenario: Scenario, sizes: Sizes, rng: np.random.Generator) ->
     """One cell's summary and reference baseline under `scenario`, measured the way a run measures."""
     verdicts, ref_chars, pol_chars = _answers(scenario, sizes.n_prompts, rng)
     summary = _winrate_summary(verdicts, ref_chars, pol_chars)
-    reference: dict[str, float] = dict(WINRATE_REFERENCE)
+    reference: dict[str, float] = _reference()
     for task_eval, n_items in sizes.domain_items.items():
         _fixed_domain(summary, reference, task_eval, *_items(scenario, n_items, rng))
-    return summary, reference
+    return summary | _kl_and_length(scenario, sizes, ref_chars, pol_chars, rng), reference
 
 
 @dataclass(frozen=True)
@@ -248,7 +284,8 @@ def simulate_sequential_cell(scenario: Scenario, sizes: Sizes, config: Experimen
                       sequential_targets=targets)
     judge = _PlannedJudge({p.text: float(v) for p, v in zip(prompts, verdicts)})
     summary, _, _ = sequential_winrate(ctx, reference_out, judge=judge)
-    reference: dict[str, float] = dict(WINRATE_REFERENCE)
+    summary |= _kl_and_length(scenario, sizes, ref_chars, pol_chars, rng)  # every answer is generated: not sequential
+    reference: dict[str, float] = _reference()
     seq = config.eval.sequential
     if not sizes.domain_items or seq is None:
         return summary, reference
@@ -385,9 +422,9 @@ def _size_for_power(rules, scenario, sizes, sims, family_size, rng) -> int | Non
     non-inferiority, so they block it anyway - the block rates at the configured size say enough."""
     for size in SIZE_GRID:
         if scenario.name == "non_inferior":
-            trial = Sizes(LARGE, {k: size for k in sizes.domain_items})
+            trial = Sizes(LARGE, {k: size for k in sizes.domain_items}, kl_samples=sizes.kl_samples)
         else:
-            trial = Sizes(size, {k: LARGE for k in sizes.domain_items})
+            trial = Sizes(size, {k: LARGE for k in sizes.domain_items}, kl_samples=sizes.kl_samples)
         if _rates(rules, scenario, trial, sims, family_size, rng).promote_rate >= POWER_TARGET:
             return size
     return None
@@ -400,8 +437,8 @@ def plan_gate(config: ExperimentConfig, *, config_path: str = "", sims: int = 40
     (`eval_sizes`: `eval.prompts` resolved by `prompt_count`)."""
     family = family_size or config.gate.family_size
     rules = effective_rules(config.gate, config.eval.domain_tasks)
-    simulated, left_out = simulated_rules(rules)
     sizes = sizes or eval_sizes(config)
+    simulated, left_out = simulated_rules(rules, sizes.kl_samples)
     rng = np.random.default_rng(seed)
     reads_domain = any(r.metric.startswith("domain_") for r in simulated)
     cases = scenarios(list(effects_pct), list(regressions) if sizes.domain_items and reads_domain else [])
@@ -437,7 +474,9 @@ def plan_gate(config: ExperimentConfig, *, config_path: str = "", sims: int = 40
                         "simulated": r in simulated} for r in rules],
                 not_simulated=[r.label for r in left_out], scenarios=rates, sizes_for_power=power_sizes,
                 assumptions={"tie_share": TIE_SHARE, "discordant_share": DISCORDANT_SHARE,
-                             "reference_accuracy": REFERENCE_ACCURACY}, notes=notes,
+                             "reference_accuracy": REFERENCE_ACCURACY, "answer_chars_median": math.exp(MEAN_LOG_CHARS),
+                             "answer_log_chars_sd": SD_LOG_CHARS, "chars_per_token": CHARS_PER_TOKEN,
+                             "kl_mean_nats": KL_MEAN_NATS, "kl_gamma_shape": KL_SHAPE}, notes=notes,
                 stated_level=level, cell_level=level / family,
                 sequential=sequential.eval.sequential.model_dump() if sequential and sequential.eval.sequential else None)
     if family_wise:
@@ -480,7 +519,7 @@ def cached_plan(config: ExperimentConfig, cache_dir, *, sims: int | None = None,
     sizes = eval_sizes(config, evaluated_prompts=evaluated_prompts)
     key = hashlib.sha256(json.dumps([config.gate.model_dump(mode="json"), asdict(sizes), config.eval.domain_tasks,
                                      sequential.model_dump(mode="json") if sequential is not None else None,
-                                     sims, TIE_SHARE, DISCORDANT_SHARE, PLAN_VERSION],
+                                     sims, TIE_SHARE, DISCORDANT_SHARE, KL_MEAN_NATS, KL_SHAPE, PLAN_VERSION],
                                     sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir / "gate_plans" / f"{key}.json"
     found = read_json(path)

@@ -89,7 +89,9 @@ def cmd_gate_plan(args) -> int:
     tasks = list(plan.scenarios[0].mean_items_used) if used and plan.scenarios else []
     for col in ("truth", "correct", "P(promote)", "MC se", *(["prompts judged"] if used else []),
                 *[f"{t} docs" for t in tasks], *[r["name"] for r in plan.rules if r["simulated"]]):
-        table.add_column(col, justify="left" if col in ("truth", "correct") else "right", overflow="fold")
+        # the scenario and its rates stay whole in a narrow terminal; rule names fold
+        table.add_column(col, justify="left" if col in ("truth", "correct") else "right", overflow="fold",
+                         no_wrap=col in ("truth", "correct", "P(promote)", "MC se"))
     for s in plan.scenarios:
         table.add_row(s.scenario, s.expected, f"{100 * s.promote_rate:.1f}%", f"{100 * s.mc_stderr:.1f}",
                       *([f"{s.mean_prompts_judged:.0f} of {sizes['n_prompts']}"] if used else []),

@@ -2,6 +2,7 @@
 configs use. Each rate is compared with its level plus three Monte-Carlo standard errors, so a test
 fails only when the statistic is wrong, not by chance (about 1 in 700 per check). The large-sample
 version of this study is `python -m bench.gate_validity` (figures in docs/gate_validity.md)."""
+import json
 import math
 from pathlib import Path
 
@@ -287,6 +288,13 @@ def test_gate_plan_cli_prints_the_table_and_rejects_bad_flags(capsys):
 
     assert main(["gate", "plan", str(EXPERIMENTS / "tiny.yaml"), "--sims", "40", "--effects", "20"]) == 0
     out = capsys.readouterr().out
-    assert "equal_quality" in out and "P(promote)" in out and "not simulated" in out
+    assert "equal_quality" in out and "P(promote)" in out
+    # every tiny.yaml rule is simulated, KL and the length ratio included, on stated assumptions
+    assert "not simulated" not in out and "kl_mean_nats" in "".join(out.split())
+    assert main(["gate", "plan", str(EXPERIMENTS / "tiny.yaml"), "--sims", "20", "--effects", "20", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["not_simulated"] == [] and {"kl_budget", "length_ratio_cap"} <= {
+        r["name"] for r in payload["rules"] if r["simulated"]}
+    assert payload["assumptions"]["kl_mean_nats"] > 0 and payload["assumptions"]["chars_per_token"] > 0
     assert main(["gate", "plan", str(EXPERIMENTS / "tiny.yaml"), "--effects", "ten"]) == 2
     assert main(["gate", "plan", "no-such.yaml"]) == 2
