@@ -143,7 +143,7 @@ _LIST_ITEM = (re.compile(r"^\s*\d+\.\s", re.MULTILINE), re.compile(r"^\s*[-*+]\s
 _BOLD = (re.compile(r"\*\*[^*\n]+\*\*"), re.compile(r"__[^_\n]+__"))
 
 
-@functools.lru_cache(maxsize=1 << 16)  # a sequential eval counts the same answers again at every look
+@functools.lru_cache(maxsize=1 << 13)  # a sequential eval counts the same answers again at every look
 def markdown_counts(text: str) -> tuple[int, int, int]:
     """(headers, list items, bold spans), Arena-Hard's `count_markdown_elements` after removing code blocks."""
     text = _CODE_BLOCK.sub("", text)

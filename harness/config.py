@@ -104,8 +104,9 @@ class TrainingConfig(_Strict):
 
 
 class KLConfig(_Strict):
-    # KL is right-skewed and its bound reads the skewness, which needs 3 samples (harness.gate.skew_aware_limit)
-    n_prompts: int = Field(16, ge=3, description="policy samples KL is measured on (at least 3)")
+    # KL is right-skewed and its bound reads the skewness, which needs 3 samples: with 2 a KL rule fails closed,
+    # naming why (harness.gate); 2 stays valid so runs recorded with it can still be re-gated and force-promoted
+    n_prompts: int = Field(16, gt=1, description="policy samples KL is measured on (a KL rule's bound needs 3)")
     max_new_tokens: int = Field(32, gt=0)
 
 

@@ -261,27 +261,18 @@ def record_baselines(tracker, outcome: EvalsOutcome, *, iterating: bool) -> dict
 
 
 def _report(tracker, config, cell, cell_dir, ctx: EvalContext, outcome: EvalsOutcome, decision, trained, data) -> str:
-    verdicts = outcome.extras.get("verdicts") or [None] * len(ctx.prompts)
-    samples = [{"prompt": p.text, "reference": r.text, "policy": o.text, "verdict": v,
-                "reference_tokens": r.n_tokens, "policy_tokens": o.n_tokens}
-               for p, r, o, v in zip(ctx.prompts, ctx.reference_out, ctx.policy_out, verdicts)]
-    for sample, champion in zip(samples, outcome.extras.get("champion_samples") or []):
-        sample.update(champion)  # the champion's answer and the head-to-head verdict (evals.vs_champion)
-    result_doc = {
-        "experiment": config.name, "run_id": tracker.run_id, "cell": cell, "verdict": decision.verdict,
-        "config": redacted_config(config), "metrics": outcome.metrics,
-        "metric_specs": {k: {"higher_is_better": s.higher_is_better, "unit": s.unit, "description": s.description}
-                         for k, s in known_metrics().items()},
-        "checks": decision.to_dict()["checks"], "training": {"history": trained.history, "seconds": trained.seconds},
-        "samples": samples, "data": data.stats(), "errors": outcome.errors,
-        "judge_calibration": outcome.extras.get("judge_calibration", {}),
-        "champion": outcome.extras.get("champion"),
-        "gate_plan": gate_plan_for_report(config, tracker, evaluated_prompts=len(ctx.prompts)),
-        "sequential": outcome.extras.get("sequential", {}),
-    }
+    from reports.documents import live_cell_document  # the same document `harness report RUN` rebuilds
+
+    result_doc = live_cell_document(
+        experiment=config.name, run_id=tracker.run_id, cell=cell, config=redacted_config(config), ctx=ctx,
+        outcome=outcome, decision=decision, trained=trained, data=data.stats(),
+        gate_plan=gate_plan_for_report(config, tracker, evaluated_prompts=len(ctx.prompts)))
     if result_doc["sequential"]:  # the looks, for the page and for a page rebuilt from MLflow
         tracker.log_json(result_doc["sequential"], "sequential.json")
-    _write_generations(cell_dir / "generations.jsonl", samples)
+    texts = {k: v for k, v in result_doc["metrics"].items() if isinstance(v, str)}
+    if texts:  # e.g. why LC is missing: MLflow metrics hold numbers only, and the rebuilt page quotes them
+        tracker.log_json(texts, "metric_texts.json")
+    _write_generations(cell_dir / "generations.jsonl", result_doc["samples"])
     tracker.log_artifact(cell_dir / "generations.jsonl")
 
     def render() -> Path:

@@ -14,8 +14,11 @@ Simulated: rules on `winrate/*`, on domain accuracy (`domain_*/acc`), on KL (`kl
 KL drawn from an assumed right-skewed distribution, measured by evals.kl.KLEstimate) and on the length ratios
 (`length/ratio_*`: the simulated answers' lengths, measured by evals.length.length_summary). Every other rule
 (chosen log-prob, judge calibration, ...) is left out of the simulated decision and listed as such: the gate
-ANDs its checks, so leaving a rule out can only raise the simulated promote rate - the false-promote figures
-stay upper bounds and the power figures are optimistic.
+ANDs its checks, so leaving a rule out can only raise the simulated promote rate. The KL and length rules rest
+on assumptions (printed): answer lengths are drawn independently on both sides, which widens the length
+ratio's interval beyond what answers correlated prompt by prompt give, so those rules' pass rates (a column
+each) are pessimistic and lower both the promote rates and the power; the win-rate and accuracy rules alone
+hold the level (their columns).
 """
 from __future__ import annotations
 

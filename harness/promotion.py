@@ -197,14 +197,22 @@ def sweep_selection_problem(tracker, run_id: str) -> str | None:
     """Why a sweep's cell may not be promoted on its own, or None (not a sweep's cell, or its sweep selected it).
     A sweep gates each cell at its share of the level and promotes only the cell it selects once every cell
     finished: promoting another, or any before the selection, breaks the sweep's error rate. Read from the
-    immutable params (the cell's evidence, the parent's recorded selection), never from tags."""
-    parent = tracker.get_run(run_id).data.params.get(EVIDENCE + "sweep_parent_run_id")
+    immutable params (the cell's evidence, the parent's recorded selection); a cell or sweep recorded before
+    those params existed falls back to the tags it was recorded with."""
+    run = tracker.get_run(run_id)
+    parent = run.data.params.get(EVIDENCE + "sweep_parent_run_id")
+    legacy = not parent and run.data.tags.get("harness.role") == "cell"  # recorded before its evidence named the sweep
+    if legacy:
+        parent = run.data.tags.get("mlflow.parentRunId")
     if not parent:
-        return None
+        return ("its sweep selected another cell" if run.data.tags.get("harness.selection") == "passed-not-selected"
+                else None)
     try:
-        winner = tracker.get_run(parent).data.params.get(SELECTED_CELL)
+        parent_run = tracker.get_run(parent)
     except Exception as exc:
         return f"its sweep's run {parent} cannot be read ({type(exc).__name__}), so its selection is unknown"
+    # a sweep that selected before the selection was a param recorded it as a tag ("-": none)
+    winner = parent_run.data.params.get(SELECTED_CELL) or parent_run.data.tags.get("harness.select.winner_run_id")
     if winner is None:
         return (f"its sweep (parent run {parent}) has not selected a cell yet (not every cell finished): rerun the "
                 "sweep to finish it; it promotes the one cell it selects")

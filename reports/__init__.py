@@ -1,4 +1,5 @@
-"""Self-contained HTML reports: one page per experiment cell, one per sweep."""
+"""Self-contained HTML reports: one page per experiment cell, one per sweep, one per iterative chain;
+each renders one document (reports.documents), built from a live result or from MLflow."""
 
 from reports.experiment import render_experiment_report
 from reports.sweep import render_sweep_report

@@ -1,8 +1,8 @@
 """One self-contained HTML page per experiment.
 
-``render_experiment_report(result, out_path)`` turns the harness's result dict
-(verdict, gate checks, metrics, training history, samples, data stats, config,
-eval errors) into a single HTML file that opens from disk with no network
+``render_experiment_report(result, out_path)`` turns the cell's document
+(reports.documents.CellDocument: verdict, gate checks, metrics, training history, samples,
+data stats, config, eval errors, ...) into a single HTML file that opens from disk with no network
 access: the CSS is inline, and plotly's JS is inlined once per page.
 
 Every value that comes from the result (model text, prompts, config values,
@@ -482,7 +482,7 @@ def render_html(result: Any) -> str:
     return template_env().get_template("experiment.html").render(**build_context(result))
 
 
-def render_experiment_report(result: dict, out_path: Path) -> Path:
+def render_experiment_report(result: Mapping[str, Any], out_path: Path) -> Path:
     """Render ``result`` to a self-contained HTML page at ``out_path`` (atomically).
 
     Returns the path written.

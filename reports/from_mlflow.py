@@ -4,12 +4,16 @@ A cell run holds: metrics (evals; ``train/*`` history by step; ``data/*``; ``ref
 params (the flattened config, ``data.stats.*``, ``trl.*``), tags (``harness.cell``,
 ``harness.verdict``, ``harness.status``, ``harness.error``) and artifacts (``config.json``,
 ``gate_decision.json`` and ``gate_decision_regated.json``, ``generations.jsonl`` (with the champion's
-answers when the run was judged head to head, tags ``harness.vs_champion.*``), ``eval_errors.json``). ``load_cell_result`` turns that back into exactly the dict
-``reports.experiment.render_experiment_report`` takes (the pipeline's ``result_doc``);
-runs recorded before ``config.json``/``eval_errors.json`` existed fall back to the params.
+answers when the run was judged head to head, tags ``harness.vs_champion.*``), ``eval_errors.json``,
+``metric_texts.json`` (the evals' text values, e.g. why LC is missing), ``sequential.json``, ``gate_plan.json``).
+``load_cell_result`` turns that back into the cell page's document (reports.documents.CellDocument,
+through the same ``cell_document`` the pipeline's live page goes through); runs recorded before
+``config.json``/``eval_errors.json`` existed fall back to the params.
 
 A sweep is a parent run tagged ``harness.sweep`` whose cells are child runs (tag
-``mlflow.parentRunId``). ``load_sweep_result`` builds the dict ``render_sweep_report`` takes.
+``mlflow.parentRunId``). ``load_sweep_result`` builds its ``SweepDocument``. An iterative chain is a
+parent run tagged ``harness.role=iterative`` whose rounds are child runs; ``load_iterative_result``
+builds its ``IterativeDocument`` from their tags and metrics.
 The champion is, in order: the parent's ``harness.champion_run_id`` or ``harness.champion_cell``
 tag; the registry's champion alias when it points at one of the cells; the cell promoted last.
 
@@ -25,7 +29,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_cell_result", "load_sweep_result", "is_sweep_run", "render_from_mlflow", "safe_name"]
+from reports.documents import (
+    CellDocument,
+    IterativeDocument,
+    SweepDocument,
+    cell_document,
+    iterative_document,
+    round_document,
+    sweep_document,
+)
+
+__all__ = ["load_cell_result", "load_sweep_result", "load_iterative_result", "is_sweep_run", "render_from_mlflow",
+           "safe_name"]
 
 # data/ counters are shown in the Data section; data/*logp* (the off-policy diagnostic) are measurements
 _NOT_EVAL_METRICS = ("train/", "reference/", "data/dropped_", "data/pairs")
@@ -116,16 +131,6 @@ def _unflatten(flat: dict[str, Any]) -> dict:
     return tree
 
 
-def _metric_specs() -> dict:
-    try:
-        from evals.catalog import known_metrics
-
-        return {k: {"higher_is_better": s.higher_is_better, "unit": s.unit, "description": s.description}
-                for k, s in known_metrics().items() if s is not None}
-    except Exception:
-        return {}
-
-
 def _history(tracker, run_id: str, metric_keys: list[str]) -> list[dict]:
     steps: dict[int, dict] = {}
     for key in metric_keys:
@@ -144,8 +149,8 @@ def _history(tracker, run_id: str, metric_keys: list[str]) -> list[dict]:
 # --------------------------------------------------------------------------- cells
 
 
-def load_cell_result(tracker, run_id: str) -> dict:
-    """The cell page's input dict for one run, rebuilt from MLflow."""
+def load_cell_result(tracker, run_id: str) -> CellDocument:
+    """The cell page's document for one run, rebuilt from MLflow."""
     run = tracker.get_run(run_id)
     tags, params, all_metrics = dict(run.data.tags), dict(run.data.params), dict(run.data.metrics)
     names = _artifact_names(tracker, run_id)
@@ -171,7 +176,7 @@ def load_cell_result(tracker, run_id: str) -> dict:
         data["pairs"] = int(all_metrics["data/pairs"])
     dropped = {k.removeprefix("data/dropped_"): int(v) for k, v in all_metrics.items()
                if k.startswith("data/dropped_") and math.isfinite(v)}
-    if dropped and not data.get("dropped"):
+    if (data or dropped) and not data.get("dropped"):  # no drops log no param: {} as the pipeline has it
         data["dropped"] = dropped
 
     training: dict[str, Any] = {"history": _history(tracker, run_id, sorted(all_metrics))}
@@ -179,26 +184,34 @@ def load_cell_result(tracker, run_id: str) -> dict:
         training["seconds"] = all_metrics["train/seconds"]
 
     verdict = tags.get("harness.verdict") or decision.get("verdict")
-    return {
-        "experiment": experiment or config.get("name"),
-        "run_id": run_id,
-        "cell": tags.get("harness.cell") or run.info.run_name or run_id,
-        "verdict": verdict,
-        "config": config,
-        "metrics": {k: v for k, v in all_metrics.items() if not k.startswith(_NOT_EVAL_METRICS)},
-        "metric_specs": _metric_specs(),
-        "checks": decision.get("checks") or [],
-        "training": training,
-        "samples": _jsonl(_artifact_text(tracker, run_id, "generations.jsonl", names)),
-        "data": data,
-        "errors": errors,
-        "judge_calibration": _judge_calibration_info(tags),
-        "sequential": _artifact_json(tracker, run_id, "sequential.json", names) or {},
-        "gate_plan": _artifact_json(tracker, run_id, "gate_plan.json", names),
+    return cell_document(
+        experiment=experiment or config.get("name"),
+        run_id=run_id,
+        cell=tags.get("harness.cell") or run.info.run_name or run_id,
+        verdict=verdict,
+        config=config,
+        metrics=_eval_metrics(all_metrics, _artifact_json(tracker, run_id, "metric_texts.json", names)),
+        checks=decision.get("checks") or [],
+        training=training,
+        samples=_jsonl(_artifact_text(tracker, run_id, "generations.jsonl", names)),
+        data=data,
+        errors=errors,
+        judge_calibration=_judge_calibration_info(tags),
+        sequential=_artifact_json(tracker, run_id, "sequential.json", names) or {},
+        gate_plan=_artifact_json(tracker, run_id, "gate_plan.json", names),
         # the champion the head-to-head judged against (evals.vs_champion tags it); its answers are in the samples
-        "champion": {"version": tags["harness.vs_champion.version"], "run_id": tags.get("harness.vs_champion.run_id")}
+        champion={"version": tags["harness.vs_champion.version"], "run_id": tags.get("harness.vs_champion.run_id")}
         if tags.get("harness.vs_champion.version") else None,
-    }
+    )
+
+
+def _eval_metrics(numbers: dict[str, float], texts: Any) -> dict[str, Any]:
+    """The evals' measurements, with their text values (`<metric>_missing_reason`: MLflow metrics hold
+    numbers only, so the pipeline logs those as metric_texts.json)."""
+    metrics: dict[str, Any] = {k: v for k, v in numbers.items() if not k.startswith(_NOT_EVAL_METRICS)}
+    if isinstance(texts, dict):
+        metrics |= {str(k): v for k, v in texts.items() if isinstance(v, str) and k not in metrics}
+    return metrics
 
 
 def _judge_calibration_info(tags: dict) -> dict:
@@ -227,7 +240,8 @@ def is_sweep_run(tracker, run_id: str) -> bool:
     return "harness.sweep" in run.data.tags or bool(_children(tracker, run_id))
 
 
-def _champion(tracker, parent_tags: dict, cells: list[dict]) -> dict | None:
+def _champion(tracker, parent_tags: dict, cells: list[CellDocument], promoted: dict[str, int]) -> dict | None:
+    """`promoted`: run id -> the registry version each promoted cell got."""
     by_run = {c["run_id"]: c for c in cells}
     by_cell = {c["cell"]: c for c in cells}
     rid = parent_tags.get("harness.champion_run_id")
@@ -249,40 +263,67 @@ def _champion(tracker, parent_tags: dict, cells: list[dict]) -> dict | None:
             if found and found[1] in by_run:
                 return {"cell": by_run[found[1]]["cell"], "run_id": found[1]}
             break
-    promoted = [c for c in cells if c.get("_promoted_version") is not None]
     if promoted:
-        best = max(promoted, key=lambda c: c["_promoted_version"])
+        best = max((c for c in cells if c["run_id"] in promoted), key=lambda c: promoted[c["run_id"]])
         return {"cell": best["cell"], "run_id": best["run_id"]}
     return None
 
 
-def load_sweep_result(tracker, run_id: str) -> dict:
-    """The sweep page's input dict for a parent run and its child (cell) runs."""
+def load_sweep_result(tracker, run_id: str) -> SweepDocument:
+    """The sweep page's document for a parent run and its child (cell) runs."""
     parent = tracker.get_run(run_id)
     tags = dict(parent.data.tags)
-    cells = []
+    cells, promoted = [], {}
     for child in _children(tracker, run_id):
-        cell = load_cell_result(tracker, child.info.run_id)
+        cells.append(load_cell_result(tracker, child.info.run_id))
         version = child.data.tags.get("harness.model_version")
         if child.data.tags.get("harness.promoted") == "true" and version and version.isdigit():
-            cell["_promoted_version"] = int(version)
-        cells.append(cell)
-    champion = _champion(tracker, tags, cells)
-    for c in cells:
-        c.pop("_promoted_version", None)
-    return {
-        "sweep": tags.get("harness.sweep") or parent.info.run_name or run_id,
-        "sweep_key": tags.get("harness.sweep_key"),
-        "run_id": run_id,
-        "cells": cells,
-        "champion": champion,
-        "pareto": None,  # computed by the report from the cells' LC win rate and KL
+            promoted[child.info.run_id] = int(version)
+    return sweep_document(
+        sweep=tags.get("harness.sweep") or parent.info.run_name or run_id,
+        sweep_key=tags.get("harness.sweep_key"),
+        run_id=run_id,
+        cells=cells,
+        champion=_champion(tracker, tags, cells, promoted),
+        pareto=None,  # computed by the report from the cells' LC win rate and KL
         # the sweep's one-champion selection (harness.sweep records it on the parent run)
-        "selection": {"rule": tags.get("harness.select.rule"), "winner_cell": tags.get("harness.select.winner_cell"),
-                      "promotion": tags.get("harness.select.promotion"),
-                      "passed": [c for c in (tags.get("harness.select.passed_not_selected") or "").split(",")
-                                 if c not in ("", "-")]} if tags.get("harness.select.rule") else None,
-    }
+        selection={"rule": tags.get("harness.select.rule"), "winner_cell": tags.get("harness.select.winner_cell"),
+                   "promotion": tags.get("harness.select.promotion"),
+                   "passed": [c for c in (tags.get("harness.select.passed_not_selected") or "").split(",")
+                              if c not in ("", "-")]} if tags.get("harness.select.rule") else None,
+    )
+
+
+# --------------------------------------------------------------------------- iterative chains
+
+
+def _count(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def load_iterative_result(tracker, run_id: str, children: list | None = None) -> IterativeDocument:
+    """The iterative page's document from the parent run's tags and its round runs' tags and metrics
+    (the round pages are not linked: `harness report ROUND_RUN_ID` renders each)."""
+    parent = tracker.get_run(run_id)
+    tags = parent.data.tags
+    children = _children(tracker, run_id) if children is None else children
+    rounds = []
+    for child in sorted(children, key=lambda c: int(c.data.tags.get("harness.round", "0"))):
+        t = child.data.tags
+        reason = t.get("harness.block_reason", "-")
+        rounds.append(round_document(
+            index=int(t.get("harness.round", "0")), run_id=child.info.run_id, verdict=t.get("harness.verdict", "FAILED"),
+            reference_round=int(t.get("harness.reference_round", "0")),
+            metrics={k: v for k, v in child.data.metrics.items() if not k.startswith(("train/", "reference/", "start/"))},
+            pairs=_count(child.data.metrics.get("data/pairs")), first_failure=None if reason == "-" else reason,
+            report=""))
+    promoted = tags.get("harness.promoted_round", "-")
+    stop_reason = tags.get("harness.stop_reason", "-")
+    return iterative_document(
+        title=tracker.experiment_name(parent.info.experiment_id), cell=tags.get("harness.cell", run_id), run_id=run_id,
+        verdict=tags.get("harness.verdict", "FAILED"), iterations=int(tags.get("harness.iterations", len(rounds))),
+        rounds=rounds, promoted_round=int(promoted) if promoted.isdigit() else None,
+        stop_reason=None if stop_reason == "-" else stop_reason)
 
 
 # --------------------------------------------------------------------------- render
@@ -302,11 +343,11 @@ def render_from_mlflow(tracker, run_id: str, out: Path | None = None, *, log_art
 
     base = Path(tracker.output_dir)
     if tracker.get_run(run_id).data.tags.get("harness.role") == "iterative":
-        from reports.iterative import render_iterative_from_mlflow
+        from reports.iterative import render_iterative_page
 
-        cell = tracker.get_run(run_id).data.tags.get("harness.cell", run_id)
-        path = Path(out) if out else base / "iterative" / safe_name(cell, run_id) / "report.html"
-        render_iterative_from_mlflow(tracker, run_id, path, _children(tracker, run_id))
+        chain = load_iterative_result(tracker, run_id)
+        path = Path(out) if out else base / "iterative" / safe_name(chain["cell"], run_id) / "report.html"
+        render_iterative_page(chain, path)
     elif is_sweep_run(tracker, run_id):
         sweep = load_sweep_result(tracker, run_id)
         folder = f"{sweep['sweep']}-{sweep['sweep_key']}" if sweep.get("sweep_key") else sweep["sweep"]

@@ -1,13 +1,15 @@
 """One self-contained HTML page per sweep: which cell, why, and is the win real or just longer answers?
 
-``render_sweep_report(sweep, out_path, cell_pages)`` takes::
+``render_sweep_report(sweep, out_path, cell_pages)`` takes the sweep's document
+(reports.documents.SweepDocument, built by reports.from_mlflow.load_sweep_result for a live sweep and
+for ``harness report`` alike)::
 
-    {"sweep": name, "run_id": parent run id,
-     "cells": [result, ...],          # each exactly the dict reports.experiment renders (one cell page)
+    {"sweep": name, "sweep_key": key or None, "run_id": parent run id,
+     "cells": [document, ...],        # each a CellDocument, the one a cell page renders
      "champion": {"cell": key, "run_id": id} or None,
      "pareto": [cell keys on the LC-win-rate-vs-KL front] or None (then computed here),
      "selection": the one-champion rule and its outcome (harness.sweep) or None,
-     "gate_plan": harness.gate_plan's plan for the sweep (optional: else the plan its cells carry)}
+     "gate_plan": harness.gate_plan's plan for the sweep or None (then the plan its cells carry)}
 
 and writes one HTML file: a headline (the champion and whether its win survives length
 control), the verdict table (sortable by clicking a header, links to each cell's page), what
@@ -515,7 +517,7 @@ def render_sweep_html(sweep: Any, out_dir: Path, cell_pages: Mapping[str, Any] |
     return template_env().get_template("sweep.html").render(**build_sweep_context(sweep, out_dir, cell_pages))
 
 
-def render_sweep_report(sweep: dict, out_path: Path, cell_pages: dict[str, str] | None = None) -> Path:
+def render_sweep_report(sweep: Mapping[str, Any], out_path: Path, cell_pages: dict[str, str] | None = None) -> Path:
     """Render the sweep page to ``out_path`` (atomically) and return the path.
 
     ``cell_pages`` maps cell keys to the paths of their pages; the table links to them with

@@ -287,6 +287,24 @@ def test_a_regate_against_another_registry_is_not_the_runs_own_verdict(tmp_path,
     assert tracker.client.get_run(run_id).data.tags["harness.verdict"] == BLOCK
 
 
+def test_a_sweep_cell_recorded_before_the_selection_was_evidence_is_still_refused(tmp_path, capsys):
+    """Runs recorded before a cell's sweep and the sweep's selection became params carry them as tags only:
+    a passed-not-selected cell of such a sweep is still refused (the new check must not let it through)."""
+    tracker = _tracker(tmp_path)
+    parent = tracker.start_run("old-sweep", tags={"harness.role": "sweep"})
+    tracker.end_run("FINISHED")
+    run_id = _run(tracker, tmp_path, "old-cell", 60.0)  # recorded without a sweep: no evidence names one
+    for key, value in (("harness.role", "cell"), ("mlflow.parentRunId", parent),
+                       ("harness.selection", "passed-not-selected")):
+        tracker.client.set_tag(run_id, key, value)
+    tracker.client.set_tag(parent, "harness.select.winner_run_id", "another-run")
+    assert _cli(tmp_path, "promote", run_id) == 1
+    assert "selected another cell (run another-run)" in capsys.readouterr().err
+    tracker.client.set_tag(parent, "harness.select.winner_run_id", run_id)  # its old sweep did select it
+    assert _cli(tmp_path, "promote", run_id) == 0
+    assert tracker.champion(MODEL, REGISTRY.alias)[1] == run_id
+
+
 def test_a_champion_registered_outside_the_harness_fails_rules_against_it_without_a_crash(tmp_path, capsys):
     """A version created from a path (no run) holds the alias: rules against the champion have nothing recorded
     to compare with and fail closed, with the decision recorded (once a TypeError and a traceback)."""

@@ -149,7 +149,7 @@ def test_a_whole_run_with_secrets_in_its_judge_config_writes_none_of_them(server
     caplog.set_level(logging.INFO)
     out_dir, cache = tmp_path / "runs", model_cache  # the session's model cache: the tiny model is built once
     sets = [f"output_dir={out_dir}", f"cache_dir={cache}", f"eval.judge={json.dumps(_judge_spec(server.server_port))}",
-            "training.max_steps=2", "data.n_prompts=16", "eval.n_prompts=6", "eval.kl.n_prompts=3",
+            "training.max_steps=2", "data.n_prompts=16", "eval.n_prompts=6", "eval.kl.n_prompts=2",
             "eval.diversity.n_prompts=0", "eval.domain_tasks=[]", "eval.n_bootstrap=10"]
     code = cli.main(["run", str(REPO / "experiments" / "tiny.yaml"), *[x for s in sets for x in ("--set", s)]])
     out, err = capfd.readouterr()
