@@ -222,7 +222,7 @@ def _ratio(policy: float | None, reference: float | None) -> float | None:
 
 
 def _samples(raw: Any) -> list[dict]:
-    rows = []
+    rows: list[tuple[tuple[bool, float, int], dict[str, Any]]] = []
     for i, s in enumerate(seq(raw)):
         s = mapping(s)
         ptok = as_float(s.get("policy_tokens"))
@@ -230,7 +230,9 @@ def _samples(raw: Any) -> list[dict]:
         ratio = _ratio(ptok, rtok)
         label, cls = _verdict_label(s.get("verdict"))
         champion_label, champion_cls = _verdict_label(s.get("champion_verdict"), "champion")
-        rows.append(
+        # most length-inflated first; samples without a ratio keep their order, last
+        rows.append((
+            (ratio is None, -(ratio or 0.0), i),
             {
                 "index": i + 1,
                 "prompt": text_or_none(s.get("prompt")),
@@ -246,12 +248,9 @@ def _samples(raw: Any) -> list[dict]:
                 "policy_tokens": fmt(s.get("policy_tokens")),
                 "ratio": (Val(f"×{ratio:.2f}") if math.isfinite(ratio) else Val("×∞")) if ratio is not None else MISSING,
                 "inflated": ratio is not None and ratio >= _INFLATED_RATIO,
-                "_ratio": ratio,
-            }
-        )
-    # Most length-inflated first; samples without a ratio keep their order, last.
-    rows.sort(key=lambda r: (r["_ratio"] is None, -(r["_ratio"] or 0.0), r["index"]))
-    return rows
+            },
+        ))
+    return [row for _, row in sorted(rows, key=lambda pair: pair[0])]
 
 
 # --------------------------------------------------------------------------- plots
@@ -280,10 +279,10 @@ def _training_plot(history_raw: Any) -> Markup | None:
         rows=1, cols=len(panels), subplot_titles=[t for t, _ in panels], horizontal_spacing=0.07
     )
     palette = ["#4c6ef5", "#2f9e44", "#ae3ec9", "#f76707", "#e03131"]  # one colour per series, across panels
-    series = 0
+    n_traces = 0
     for col, (_, traces) in enumerate(panels, start=1):
         for label, xs, ys in traces:
-            j, series = series, series + 1
+            j, n_traces = n_traces, n_traces + 1
             fig.add_trace(
                 go.Scatter(
                     x=xs,

@@ -61,8 +61,8 @@ def _plot(name: str, sequences: list[tuple[Mapping, list[Mapping]]], k: int) -> 
         rule: Mapping = mapping(s.get("rule"))
         color = _PALETTE[j % len(_PALETTE)]
         label = f"{s.get('metric')} ({rule.get('name') or rule.get('kind')})"
-        ns = [look.get("n") for look in looks]
-        stop = max(stop, max(int(n) for n in ns))
+        ns = [finite(look.get("n")) for look in looks]
+        stop = max([stop, *(int(n) for n in ns if n is not None)])
         # an allowed regression is decided by the paired differences' lower bound against minus the margin
         side = "high" if rule.get("kind") == "max" else "low"
         fig.add_trace(go.Scatter(x=ns, y=[finite(look.get(side)) for look in looks], mode="lines+markers",

@@ -117,6 +117,11 @@ def pareto_front(cells: Iterable[Any]) -> list[str]:
     return [k for k in points if k in front]
 
 
+def _span(low: float | None, high: float | None) -> float:
+    """An error bar's length from `low` to `high`; 0 (no bar) when either end is missing."""
+    return high - low if low is not None and high is not None else 0.0
+
+
 def _sort_value(x: float | None) -> str:
     return "" if x is None else repr(float(x))
 
@@ -180,7 +185,7 @@ def _row(result: Mapping, index: int, *, champion: str | None, pareto: set[str],
         "seed": fmt(config.get("seed")),
         "lc": _num(m["lc"], 2), "lc_sort": _sort_value(m["lc"]), "lc_cls": lc_cls,
         "lc_ci": (_num(m["lc_lo"], 2), _num(m["lc_hi"], 2)) if m["lc_lo"] is not None or m["lc_hi"] is not None else None,
-        "lc_nan": as_float(metrics.get(LC)) is not None and math.isnan(as_float(metrics.get(LC))),
+        "lc_nan": (lc_value := as_float(metrics.get(LC))) is not None and math.isnan(lc_value),
         "raw": _num(m["raw"], 2), "raw_sort": _sort_value(m["raw"]),
         "gap": _signed(m["gap"], 2) if m["gap"] is not None else None, "gap_warn": gap_warn,
         "kl": _num(m["kl"], 3), "kl_sort": _sort_value(m["kl"]),
@@ -248,7 +253,7 @@ def _frontier_plot(cells: list[Mapping], keys: list[str], champion: str | None, 
 
     fig = go.Figure()
     fig.add_hline(y=50, line={"color": REFERENCE_COLOR, "dash": "dot", "width": 1})
-    front = sorted((p for p in pts if p[0] in set(pareto)), key=lambda p: p[1]["kl"])
+    front = sorted((p for p in pts if p[0] in set(pareto)), key=lambda p: p[1]["kl"] or 0.0)  # kl is set: see above
     if len(front) >= 1:
         fig.add_trace(go.Scatter(
             x=[0.0] + [p[1]["kl"] for p in front], y=[50.0] + [p[1]["lc"] for p in front], mode="lines",
@@ -269,8 +274,8 @@ def _frontier_plot(cells: list[Mapping], keys: list[str], champion: str | None, 
             textfont={"size": 11},
             marker={"size": 11, "color": _VERDICT_COLORS.get(verdict, "#6e7781"), "line": {"width": 1, "color": "#fff"}},
             error_y={"type": "data", "symmetric": False, "thickness": 1.2, "width": 3,
-                     "array": [(p[1]["lc_hi"] - p[1]["lc"]) if p[1]["lc_hi"] is not None else 0 for p in group],
-                     "arrayminus": [(p[1]["lc"] - p[1]["lc_lo"]) if p[1]["lc_lo"] is not None else 0 for p in group]},
+                     "array": [_span(p[1]["lc"], p[1]["lc_hi"]) for p in group],
+                     "arrayminus": [_span(p[1]["lc_lo"], p[1]["lc"]) for p in group]},
             error_x={"type": "data", "thickness": 1.2, "width": 3,
                      "array": [p[1]["kl_stderr"] or 0 for p in group]},
             hovertemplate="%{text}<br>KL %{x:.3f}<br>LC win rate %{y:.2f}<extra></extra>",
