@@ -16,10 +16,10 @@ on the file stays valid.
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
+
+from harness.atomic_io import write_bytes_atomic
 
 DATA_VERSION = 1
 TASK_FILES = {
@@ -208,29 +208,12 @@ def _jsonl_bytes(items: list[dict]) -> bytes:
     return "".join(json.dumps(it, ensure_ascii=False, sort_keys=True) + "\n" for it in items).encode("utf-8")
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temp sibling and `os.replace`; a no-op when the bytes match."""
-    if path.exists() and path.read_bytes() == data:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_task_data(data_dir: Path, seed: int = 0) -> dict[str, Path]:
     """Write the three task files under `data_dir` (idempotent); returns {task: absolute path}."""
     data_dir = Path(data_dir).resolve()
     out: dict[str, Path] = {}
     for task, items in task_items(seed).items():
         path = data_dir / TASK_FILES[task]
-        write_atomic(path, _jsonl_bytes(items))
+        write_bytes_atomic(path, _jsonl_bytes(items), skip_unchanged=True)
         out[task] = path
     return out

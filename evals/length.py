@@ -16,8 +16,8 @@ from evals.context import EvalContext
 from evals.metrics import register_metric, sample_skewness
 from evals.registry import register_eval
 
-# Above this share of cut answers on either side, length ratios are not reported. A module constant
-# until harness.config has eval.max_truncated_pct.
+# Above this share of cut answers on either side, length ratios are not reported: the default of
+# eval.max_truncated_pct (harness.config), which a run passes in.
 MAX_TRUNCATED_PCT = 10.0
 
 _CENSORED = (f"more than {MAX_TRUNCATED_PCT:g}% of the policy's or the reference's answers hit eval.max_new_tokens "

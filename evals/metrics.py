@@ -8,11 +8,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 from harness.registry import Registry
 
 UNCERTAINTY_SUFFIXES = ("_stderr", "_ci_low", "_ci_high", "_skewness", "_anytime_low", "_anytime_high",
                         "_anytime_confidence")
+
+# What a run logs beside its measurements (harness.experiment): the training curves, the baselines it was
+# gated against (`reference/<metric>`, `start/<metric>`) and the data pipeline's counters (the off-policy
+# diagnostic `data/*_logp_*`, `data/offpolicy_*` is a measurement). A re-gate, a resumed sweep's summary and
+# a page rebuilt from MLflow read a run's measurements through `measurements()`, as the live run has them.
+NOT_MEASUREMENTS = ("train/", "reference/", "start/", "data/dropped_", "data/pairs")
+
+
+def measurements(logged: Mapping[str, Any]) -> dict[str, Any]:
+    """The eval measurements among a run's logged metrics."""
+    return {k: v for k, v in logged.items() if not k.startswith(NOT_MEASUREMENTS)}
 
 
 @dataclass(frozen=True)

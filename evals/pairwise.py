@@ -11,7 +11,7 @@ from evals.judges import JudgeItem, PositionSwap, build_judge, concat_swaps, pos
 from evals.length import MAX_TRUNCATED_PCT, is_censored
 from evals.metrics import register_metric
 from evals.registry import register_eval
-from evals.sequential import CONTINUE, sequence_metrics, tracked_metrics, win_scores
+from evals.sequential import CONTINUE, PLAN_FIRST_ITEMS, recorded_plan, sequence_metrics, tracked_metrics, win_scores
 from evals.winrate_stats import GAP, LC, RAW, STYLE, WinrateStatistics, winrate_statistics
 
 __all__ = ["winrate_eval", "winrate_statistics", "WinrateStatistics"]
@@ -33,6 +33,9 @@ register_metric("winrate/sequential_judge_calls", higher_is_better=None, unit="c
                 description="eval.sequential: judge verdicts asked for (both orders of every judged prompt)")
 register_metric("winrate/sequential_max_prompts", higher_is_better=None, unit="prompts",
                 description="eval.sequential: the judging budget")
+register_metric("winrate/sequential_planned_prompts", higher_is_better=None, unit="prompts",
+                description="eval.sequential: the budget the test was first planned with (bets and alpha spending); a "
+                            "rerun with a raised budget continues that test")
 register_metric("winrate/sequential_stopped_early", higher_is_better=None, unit="flag",
                 description="eval.sequential: 1.0 when every win-rate rule was decided before the budget")
 
@@ -114,8 +117,12 @@ def sequential_winrate(ctx: EvalContext, baseline_out: list, prefix: str = "winr
     budget = min(seq.max_prompts or len(items), len(items))
     judge = judge or build_judge(e.judge, cache_dir=ctx.cache_dir)
     targets = {m: rules for m, rules in ctx.sequential_targets.items() if m.startswith(f"{prefix}/")}
+    # a rerun with a raised budget continues the test the first run planned (evals.sequential.recorded_plan)
+    identity = {"eval": prefix, "judge": getattr(judge, "fingerprint", type(judge).__name__),
+                "first_items": [[i.prompt, i.output_1, i.output_2] for i in items[:PLAN_FIRST_ITEMS]]}
+    planned = recorded_plan(ctx.cache_dir, identity, budget)
     sequences = tracked_metrics(targets, [renamed_key(m, prefix) for m in BOUNDED], {renamed_key(RAW, prefix)}, budget,
-                                seq.confidence, {renamed_key(RAW, prefix): 100.0})
+                                seq.confidence, {renamed_key(RAW, prefix): 100.0}, planned_n=planned)
     parts: list[PositionSwap] = []
     looks: list[int] = []
     while not looks or looks[-1] < budget:

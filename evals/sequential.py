@@ -40,11 +40,16 @@ Everything is numpy, vectorised over a leading axis of simulated sequences: the 
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Collection, Iterable, Literal, Sequence
+from pathlib import Path
+from typing import Any, Collection, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
+
+from harness.atomic_io import read_json, write_json_atomic
 
 BET_CAP = 0.5  # c: a bet never stakes more than half the capital on one item (WSR's c = 1/2)
 # Paired differences (policy - baseline per item, mostly 0: unchanged items) have a small variance, so the
@@ -321,7 +326,8 @@ def sequential_decision(batches: Iterable[Sequence[float]], rule: SequentialRule
     """Pass / fail / continue after the batches seen so far (scores in [lo, hi]; default [0, 1], and
     [-1, 1] for max_regression). Looks after every batch; stops at the first look that decides; at
     `max_n` items an undecided rule fails. Re-calling with more batches continues where it stopped
-    (the decision depends only on the scores, in order), so a raised budget resumes from the cache."""
+    (the decision depends only on the scores, in order); a raised `max_n` continues the same test only with
+    the `horizon` the first call used (the evals pass the recorded one: `recorded_plan`)."""
     lo, hi = _score_range(rule, lo, hi)
     arrays = [np.asarray(b, dtype=float).ravel() for b in batches]
     x_all = np.concatenate(arrays) if arrays else np.zeros(0)
@@ -409,6 +415,13 @@ class MetricSequence:
     scale: float = 1.0
     looks: list[Look] = field(default_factory=list)
     paired: bool = False  # scores are per-item paired differences in [-1, 1] (else a mean in [0, 1])
+    # the budget the bets and the alpha spending are tuned to: the first run's budget of this comparison
+    # (`recorded_plan`), so a later run with a raised budget continues the same test; 0: this run's max_n
+    planned_n: int = 0
+
+    @property
+    def plan_n(self) -> int:
+        return self.planned_n or self.max_n
 
     @property
     def status(self) -> str:
@@ -421,7 +434,7 @@ class MetricSequence:
         # the bound at this look only: the earlier looks' bounds are already in self.looks, and the running
         # intersection with them is what bounds_at_looks over every look would give (each look's bound
         # depends on the items up to it alone)
-        b = bounds_at_looks(scores[: looks[-1]], self.rule.alpha, looks=looks[-1:], horizon=default_horizon(self.max_n),
+        b = bounds_at_looks(scores[: looks[-1]], self.rule.alpha, looks=looks[-1:], horizon=default_horizon(self.plan_n),
                             lo=lo, hi=hi, cap=bet_cap(self.paired))
         low, high = float(b["low"][-1]) * self.scale, float(b["high"][-1]) * self.scale
         if self.looks:
@@ -430,10 +443,12 @@ class MetricSequence:
 
     def look_spending(self, n: int, value: float | None, stderr: float | None) -> None:
         """A normal bound at this look's spent alpha, intersected with the earlier looks' bounds; a look
-        without an estimate (e.g. LC not identified yet) keeps the earlier bounds and spends its share."""
+        without an estimate (e.g. LC not identified yet) keeps the earlier bounds and spends its share. The
+        whole alpha is spent by the planned budget: a continued test's later looks keep the bounds it had
+        there (spending more would be a second test on the same prompts)."""
         n_before = self.looks[-1].n if self.looks else 0
         low, high = (self.looks[-1].low, self.looks[-1].high) if self.looks else (-math.inf, math.inf)
-        alpha_k = spent_alpha(n_before, n, self.max_n, self.rule.alpha)
+        alpha_k = spent_alpha(n_before, n, self.plan_n, self.rule.alpha)
         if value is not None and stderr is not None and math.isfinite(value) and math.isfinite(stderr) and alpha_k > 0:
             z = _normal_quantile(1 - alpha_k)
             low, high = max(low, float(value - z * stderr)), min(high, float(value + z * stderr))
@@ -467,22 +482,47 @@ class MetricSequence:
 
     def to_dict(self) -> dict:
         return {"metric": self.metric, "method": self.method, "decides": self.decides, "max_n": self.max_n,
-                "rule": asdict(self.rule), "status": self.status, "looks": [asdict(look) for look in self.looks]}
+                "planned_n": self.plan_n, "rule": asdict(self.rule), "status": self.status, "looks": [asdict(look) for look in self.looks]}
+
+
+PLAN_FIRST_ITEMS = 8  # a comparison is known by its first items (and its judge): what a continued run shares
+
+
+def recorded_plan(cache_dir: Path | None, identity: Mapping[str, Any], budget: int) -> int:
+    """The budget this comparison's sequential test was first planned with, so that a run with a raised
+    budget continues that test instead of starting a new one on prompts it already judged (a second test on
+    the same prompts, after seeing the first one's result, would be a second chance to pass: up to twice the
+    stated error rate). The bets and the alpha spending stay tuned to the first budget: the confidence
+    sequence is valid at every n, so continuing past it keeps the error rate; the spending's alpha is used
+    up there, so a spending-bounded metric (LC, style-controlled) keeps the bounds it had at that budget.
+    Recorded under `<cache_dir>/sequential_plans/` by `identity` (the comparison: eval, judge, first items);
+    without a cache every run plans with its own budget. Deleting the record starts a new test."""
+    if cache_dir is None:
+        return budget
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    path = Path(cache_dir) / "sequential_plans" / f"{key}.json"
+    recorded = read_json(path)
+    if isinstance(recorded, dict) and isinstance(recorded.get("budget"), int) and recorded["budget"] > 0:
+        return int(recorded["budget"])
+    write_json_atomic(path, {"budget": budget, "identity": identity})
+    return budget
 
 
 def tracked_metrics(targets: dict[str, list[SequentialRule]], bounded: list[str], betting: set[str], max_n: int,
                     confidence: float, scales: dict[str, float] | None = None,
-                    paired: Collection[str] = ()) -> list[MetricSequence]:
+                    paired: Collection[str] = (), planned_n: int = 0) -> list[MetricSequence]:
     """One sequence per (metric, rule) the gate reads, and one per other `bounded` metric at `confidence`
     (recorded so that a later re-gate finds anytime bounds, never a fixed-n bound read after stopping).
-    `paired`: metrics whose scores are per-item paired differences (betting on [-1, 1])."""
+    `paired`: metrics whose scores are per-item paired differences (betting on [-1, 1]); `planned_n`: the
+    budget the test was first planned with (`recorded_plan`), when another than max_n."""
     scales = scales or {}
     out = []
     for metric in dict.fromkeys([*targets, *bounded]):
         method: Literal["betting", "spending"] = "betting" if metric in betting else "spending"
 
         def sequence(rule: SequentialRule, decides: bool) -> MetricSequence:
-            return MetricSequence(metric, rule, method, max_n, decides, scales.get(metric, 1.0), paired=metric in paired)
+            return MetricSequence(metric, rule, method, max_n, decides, scales.get(metric, 1.0), paired=metric in paired,
+                                  planned_n=planned_n)
 
         rules = targets.get(metric) or []
         out += [sequence(r, True) for r in rules] or [sequence(SequentialRule("min", -math.inf, confidence, "recorded"), False)]
@@ -498,7 +538,9 @@ def sequence_metrics(prefix: str, sequences: list[MetricSequence], n_used: int, 
     for seq in sorted(sequences, key=lambda s: (s.decides, s.rule.confidence)):
         out.update(seq.metrics())  # later (stricter) entries win
     decided = [s for s in sequences if s.decides]
+    planned = max((s.plan_n for s in sequences), default=max_n)
     out |= {f"{prefix}/sequential_{unit}_used": float(n_used), f"{prefix}/sequential_max_{unit}": float(max_n),
+            f"{prefix}/sequential_planned_{unit}": float(planned),
             f"{prefix}/sequential_stopped_early": float(n_used < max_n and bool(decided)
                                                         and all(s.status != CONTINUE for s in decided))}
     if judge_calls is not None:

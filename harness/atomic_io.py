@@ -11,8 +11,13 @@ from pathlib import Path
 from typing import Any
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
+def write_bytes_atomic(path: Path, data: bytes, *, skip_unchanged: bool = False, mode: int | None = None) -> Path:
+    """`skip_unchanged`: leave a file that already holds `data` alone (files other processes may be reading,
+    e.g. the domain tasks' data while another sweep cell's lm-eval runs). `mode`: the file's permissions
+    (a temp file is created 0600; a report page is meant to be read by others: 0644)."""
     path = Path(path)
+    if skip_unchanged and path.is_file() and path.read_bytes() == data:
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -20,6 +25,8 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -27,8 +34,8 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
     return path
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
-    return write_bytes_atomic(path, text.encode("utf-8"))
+def write_text_atomic(path: Path, text: str, *, mode: int | None = None) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"), mode=mode)
 
 
 def write_json_atomic(path: Path, obj: Any) -> Path:

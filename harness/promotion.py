@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
+from evals.metrics import measurements
 from harness.atomic_io import file_sha256
 from harness.errors import HarnessInputError
 from harness.gate import BLOCK, PROMOTE, REGISTERED_VERSION, CheckResult, GateDecision
@@ -495,9 +496,7 @@ def load_recorded(tracker, run_id: str, config_override=None) -> RecordedRun:
     run = tracker.get_run(run_id)
     all_metrics = dict(run.data.metrics)
     config = config_override or validate_config(tracker.load_json(run_id, "config.json"), source=f"run {run_id} config.json")
-    # data/ counters are not measurements; the off-policy diagnostic (data/*_logp_*, data/offpolicy_*) is
-    metrics = {k: v for k, v in all_metrics.items()
-               if not k.startswith(("train/", "reference/", "start/", "data/dropped_", "data/pairs"))}
+    metrics = measurements(all_metrics)
     # judge/* describe the judge, not the cell: its newest calibration applies (maybe done since); which judge
     # is read from the immutable evidence, never from the run's tag (tags can be edited)
     judge_fingerprint = run.data.params.get(EVIDENCE + "judge_fingerprint")

@@ -33,6 +33,7 @@ from typing import Any, Iterator, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from evals.metrics import measurements
 from harness.config import ExperimentConfig, format_loc, parse_overrides, read_yaml_mapping, set_dotted, validate_config
 from harness.errors import ConfigError, HarnessInputError
 from harness.pareto import KL, LC, finite_number, pareto_front
@@ -231,7 +232,7 @@ def _parent_run(tracker, sweep: SweepConfig, sweep_key: str) -> str:
 
 
 def _outcome_from_run(config: ExperimentConfig, run) -> CellOutcome:
-    metrics = {k: v for k, v in run.data.metrics.items() if not k.startswith(("train/", "reference/"))}
+    metrics = measurements(run.data.metrics)  # what the live cell's outcome holds
     reason = run.data.tags.get("harness.block_reason")
     return CellOutcome(cell=config.cell_key(), variant=config.variant, beta=float(config.beta), seed=config.seed,
                        run_id=run.info.run_id, verdict=run.data.tags.get("harness.verdict", "FAILED"), metrics=metrics,

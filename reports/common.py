@@ -8,14 +8,14 @@ import functools
 import json
 import math
 import numbers
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import jinja2
 from markupsafe import Markup
+
+from harness.atomic_io import write_text_atomic
 
 DASH = "—"
 
@@ -247,18 +247,4 @@ def plotlyjs() -> Markup:
 
 
 def write_page_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_text_atomic(path, text, mode=0o644)  # readable by whoever serves or opens the reports

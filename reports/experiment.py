@@ -409,7 +409,9 @@ def winrate_rows(result: Any, evaluation: str = "winrate") -> dict | None:
                      "value": fmt(value), "stderr": fmt(finite(m.get(key + _STDERR))),
                      "lo": fmt(finite(m.get(key + _CI_LOW))), "hi": fmt(finite(m.get(key + _CI_HIGH))),
                      "gated": key in read_by_gate, "reason": fmt(reason if value is None else None)})
+    limit = finite(mapping(mapping(r.get("config")).get("eval")).get("max_truncated_pct"))
     return {"rows": rows, "censored": finite(m.get(f"{evaluation}/lengths_censored")) == 1.0,
+            "max_truncated_pct": None if limit is None else fmt_float(limit),
             "gate_reads_none": not any(row["gated"] for row in rows)}
 
 

@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from evals.metrics import measurements
 from reports.documents import (
     CellDocument,
     IterativeDocument,
@@ -42,8 +43,6 @@ from reports.documents import (
 __all__ = ["load_cell_result", "load_sweep_result", "load_iterative_result", "is_sweep_run", "render_from_mlflow",
            "safe_name"]
 
-# data/ counters are shown in the Data section; data/*logp* (the off-policy diagnostic) are measurements
-_NOT_EVAL_METRICS = ("train/", "reference/", "data/dropped_", "data/pairs")
 _DECISIONS = ("gate_decision_regated.json", "gate_decision.json")  # the latest decision first
 _RUN_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 
@@ -208,7 +207,7 @@ def load_cell_result(tracker, run_id: str) -> CellDocument:
 def _eval_metrics(numbers: dict[str, float], texts: Any) -> dict[str, Any]:
     """The evals' measurements, with their text values (`<metric>_missing_reason`: MLflow metrics hold
     numbers only, so the pipeline logs those as metric_texts.json)."""
-    metrics: dict[str, Any] = {k: v for k, v in numbers.items() if not k.startswith(_NOT_EVAL_METRICS)}
+    metrics: dict[str, Any] = measurements(numbers)  # data/ counters are shown in the Data section
     if isinstance(texts, dict):
         metrics |= {str(k): v for k, v in texts.items() if isinstance(v, str) and k not in metrics}
     return metrics
@@ -314,7 +313,7 @@ def load_iterative_result(tracker, run_id: str, children: list | None = None) ->
         rounds.append(round_document(
             index=int(t.get("harness.round", "0")), run_id=child.info.run_id, verdict=t.get("harness.verdict", "FAILED"),
             reference_round=int(t.get("harness.reference_round", "0")),
-            metrics={k: v for k, v in child.data.metrics.items() if not k.startswith(("train/", "reference/", "start/"))},
+            metrics=measurements(child.data.metrics),
             pairs=_count(child.data.metrics.get("data/pairs")), first_failure=None if reason == "-" else reason,
             report=""))
     promoted = tags.get("harness.promoted_round", "-")

@@ -38,6 +38,9 @@ def sequential_rows(raw: Any) -> list[dict]:
                      "confidence": fmt(None if confidence is None else f"{100 * confidence:.4g}%"),
                      "status": str(s.get("status", "")), "method": str(s.get("method", "")),
                      "n": fmt(looks[-1].get("n")), "max_n": fmt(s.get("max_n")),
+                     # a rerun with a raised budget continues the first run's test (evals.sequential.recorded_plan)
+                     "planned": fmt(planned) if (planned := finite(s.get("planned_n"))) not in (None, finite(s.get("max_n")))
+                     else None,
                      "low": fmt(finite(looks[-1].get("low"))), "high": fmt(finite(looks[-1].get("high")))})
     return rows
 

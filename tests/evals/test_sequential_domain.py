@@ -45,6 +45,7 @@ def _cell(tmp_path, monkeypatch, reference, policy, *, batch: int = 16, rules=(R
     e = EvalConfig(domain_tasks=[TASK], domain_limit=len(reference),
                    sequential=SequentialConfig(batch_items=batch))
     ctx = SimpleNamespace(eval=e, config=SimpleNamespace(seed=0), cache_dir=tmp_path, policy=None, tokenizer=None,
+                          policy_fingerprint="policy", reference_fingerprint="reference", start_fingerprint="",
                           sequential_targets=sequential_targets(list(rules), known_metrics(), family_size))
     measured = {"summary": {METRIC: float(np.mean(reference))}, "per_item": {NAME: list(map(float, reference))},
                 "doc_ids": {NAME: list(range(len(reference)))}}
@@ -87,7 +88,7 @@ def test_a_clear_regression_fails_early_and_never_passes(tmp_path, monkeypatch):
     assert out.metrics[f"{NAME}/sequential_items_used"] < 400
 
 
-def test_the_documents_come_in_a_seeded_random_order_that_a_raised_budget_continues(tmp_path, monkeypatch):
+def test_the_documents_come_in_a_seeded_random_order(tmp_path, monkeypatch):
     order = domain._item_order(list(range(100)), 0, NAME)
     assert order != list(range(100)) and sorted(order) == list(range(100))
     assert domain._item_order(list(range(100)), 0, NAME) == order
@@ -142,3 +143,22 @@ def test_an_unchanged_policy_with_flips_both_ways_is_usually_shown_non_inferior(
         used.append(out.metrics[f"{NAME}/sequential_items_used"])
     assert verdicts.count(PROMOTE) >= 36
     assert np.mean(used) < 200
+
+
+def test_a_raised_domain_limit_continues_the_test_the_first_run_planned(tmp_path, monkeypatch):
+    """A task undecided at domain_limit 64, rerun at 123: the rerun takes the first run's 64 documents in the
+    same order, then the added ones; its bets stay tuned to 64 (evals.sequential.recorded_plan), so its first
+    looks are the first run's looks, bound for bound: one test, continued, not a second one on the same items."""
+    reference, policy = _outcomes(np.random.default_rng(5), 123, 0.10, 0.0)
+    first, _, first_calls = _decide(tmp_path, monkeypatch, reference[:64], policy[:64])
+    assert first.metrics[f"{NAME}/sequential_items_used"] == 64 == first.metrics[f"{NAME}/sequential_planned_items"]
+    second, _, second_calls = _decide(tmp_path, monkeypatch, reference, policy)
+    assert second.metrics[f"{NAME}/sequential_planned_items"] == 64
+    assert second_calls[: len(first_calls)] == first_calls
+    assert all(i >= 64 for c in second_calls[len(first_calls):] for i in c)  # then the documents the limit added
+    for before, after in zip(first.extras["sequential"][NAME], second.extras["sequential"][NAME]):
+        bounds = [(look["n"], look["low"], look["high"]) for look in before["looks"]]
+        assert [(look["n"], look["low"], look["high"]) for look in after["looks"]][: len(bounds)] == bounds
+    # a first run at 123 in another cache plans for 123 and takes the documents in another order
+    _, _, fresh_calls = _decide(tmp_path / "other", monkeypatch, reference, policy)
+    assert fresh_calls[0] != first_calls[0]

@@ -149,13 +149,48 @@ def test_a_raised_budget_judges_only_the_new_prompts(tmp_path):
             return super().judge(items)
 
     ctx = _cell(32, 0.5, 5, max_prompts=16)
-    ctx.eval.judge = CachedJudge(Counting(0.5, "5"), tmp_path)
+    ctx.eval.judge, ctx.cache_dir = CachedJudge(Counting(0.5, "5"), tmp_path), tmp_path
     first, _ = _run(ctx)
     assert first.metrics["winrate/sequential_prompts_used"] == 16 and Counting.asked == 2 * 16
     ctx.eval.sequential = SequentialConfig(batch_prompts=8, max_prompts=32)
     second, _ = _run(ctx)
     assert second.metrics["winrate/sequential_prompts_used"] == 32
     assert Counting.asked == 2 * 32  # 16 new prompts, both orders; the first 16 came from the cache
+    # ...and it continues the first run's test (evals.sequential.recorded_plan): the bets and the spending stay
+    # tuned to the budget of 16, so the looks the first run took are the second's first looks, bound for bound
+    assert first.metrics["winrate/sequential_planned_prompts"] == second.metrics["winrate/sequential_planned_prompts"] == 16
+    for before, after in zip(first.extras["sequential"]["winrate"], second.extras["sequential"]["winrate"]):
+        bounds = [(look["n"], look["low"], look["high"]) for look in before["looks"]]
+        assert [(look["n"], look["low"], look["high"]) for look in after["looks"]][: len(bounds)] == bounds
+        if after["method"] == "spending":  # LC: its alpha was spent by prompt 16; later looks keep those bounds
+            assert {(look["low"], look["high"]) for look in after["looks"][1:]} == {(before["looks"][-1]["low"],
+                                                                                     before["looks"][-1]["high"])}
+    # without the record (another cache) the same prompts would be a new test, tuned to 32: other bounds
+    fresh, _ = _run(_cell(32, 0.5, 5, max_prompts=32))
+    assert fresh.metrics["winrate/sequential_planned_prompts"] == 32
+    def lc_at_16(out):  # spent alpha at 16 of a 16-prompt plan: all of it; of a 32-prompt plan: an eighth
+        (lc,) = [s for s in out.extras["sequential"]["winrate"] if s["metric"] == "winrate/lc_win_rate_pct"]
+        return lc["looks"][1]["low"]
+    assert lc_at_16(fresh) < lc_at_16(first)
+
+
+def test_raising_the_budget_after_an_undecided_run_keeps_the_false_promote_rate(tmp_path):
+    """The question a raised budget asks: 'pass now, or pass after more prompts?'. Equal-quality cells (true
+    win rate 50) judged with a budget of 16, then rerun with 64 when they did not pass: the share promoted by
+    either run stays within 5% plus three Monte-Carlo errors, because the rerun continues one confidence
+    sequence (valid at every n) instead of starting a second test on the same prompts."""
+    sims, promoted = 200, 0
+    for seed in range(sims):
+        ctx = _cell(64, 0.5, 100 + seed, max_prompts=16)
+        ctx.cache_dir = tmp_path / str(seed)
+        passed = _run(ctx, RULES[:1])[1].verdict == PROMOTE
+        if not passed:
+            ctx.eval.sequential = SequentialConfig(batch_prompts=8, max_prompts=64)
+            out, decision = _run(ctx, RULES[:1])
+            assert out.metrics["winrate/sequential_planned_prompts"] == 16
+            passed = decision.verdict == PROMOTE
+        promoted += passed
+    assert promoted / sims <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / sims)
 
 
 def _against_champion(p_policy: float, seed: int, rules: list[GateRule], n: int = 96):

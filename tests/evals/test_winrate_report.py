@@ -27,7 +27,10 @@ def test_lc_not_identified_is_shown_with_its_reason_next_to_raw_and_style():
     html = render_html(_result(metrics, checks))
     assert 'id="winrates-table"' in html and 'id="winrate-style_controlled_pct"' in html
     assert "read by a rule" in html and "positive on 24, negative on 0" in html
-    assert 'id="winrates-censored"' in html
+    assert 'id="winrates-censored"' in html and "eval.max_truncated_pct admits" in html  # no config: no number
+    # the warning quotes the run's own threshold (the SmolLM2 configs admit 35%), never a fixed 10%
+    html = render_html(_result(metrics, checks) | {"config": {"eval": {"max_truncated_pct": 35.0}}})
+    assert "More than 35% (eval.max_truncated_pct)" in html and "More than 10%" not in html
 
 
 def test_identified_rates_show_their_intervals_and_an_old_run_without_reasons_still_renders():

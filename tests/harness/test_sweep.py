@@ -109,6 +109,10 @@ def test_resume_after_sigkill_finishes_every_cell_exactly_once(resumed_sweep):
     done_id, _, done_cell = finished_before[0]
     outcome = next(c for c in result.cells if c.cell == done_cell)
     assert outcome.reused and outcome.run_id == done_id
+    # ...with the measurements a live cell has (evals.metrics.measurements), so summary.csv has the same columns
+    # for it: no data counters, baselines or training curves
+    live_keys = set().union(*(c.metrics for c in result.cells if not c.reused))
+    assert outcome.metrics and set(outcome.metrics) <= live_keys, set(outcome.metrics) - live_keys
     assert all(c.verdict in ("PROMOTE", "BLOCK") for c in result.cells)
 
 

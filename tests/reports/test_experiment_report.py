@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import atomic_io
 from reports import common
 from reports import experiment as rx
 from reports.experiment import render_experiment_report
@@ -214,7 +215,7 @@ def test_failed_write_keeps_old_file_and_removes_temp(tmp_path: Path, monkeypatc
     def boom(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(common.os, "replace", boom)
+    monkeypatch.setattr(atomic_io.os, "replace", boom)  # the one atomic writer, harness.atomic_io
     with pytest.raises(OSError):
         render_experiment_report({}, out)
     assert out.read_text(encoding="utf-8") == "old"

@@ -18,6 +18,10 @@ def test_the_plot_marks_where_the_eval_stopped_and_the_table_reads_the_last_look
     assert "stopped at 16" in plot and "prompts judged" in plot
     (row,) = sequential_rows(raw)
     assert (row["n"].text, row["max_n"].text, row["low"].text, row["status"]) == ("16", "24", "52.5", "pass")
+    assert row["planned"] is None  # planned for its own budget
+    # a rerun with a raised budget continues the first run's test: the row says so
+    (row,) = sequential_rows({"winrate": [_sequence(looks) | {"planned_n": 16}]})
+    assert row["planned"].text == "16"
 
 
 def test_a_hand_edited_artifact_renders_without_a_crash():
