@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,7 +235,8 @@ class ComparisonResult:
     samples: list[dict] = field(default_factory=list)  # prompt, a, b, verdict
     answers: dict[str, dict] = field(default_factory=dict)  # per side: fingerprint, source (cache/generated)
     # run A's own `winrate_vs_champion/*` when its pipeline judged it against run B (its champion then), as
-    # MLflow holds them (finite floats), else empty; `reproduces` says whether this comparison gave each exactly
+    # MLflow holds them (NaN included: a statistic with no value, e.g. the first-position rate when every verdict
+    # ties), else empty; `reproduces` says whether this comparison gave each exactly
     recorded: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -245,7 +247,7 @@ class ComparisonResult:
         # a sequential head-to-head's stopping record and anytime bounds belong to its sequential test; the
         # comparison reproduces the statistics on the prompts it judged (compare_runs takes that many)
         checked = {k: v for k, v in self.recorded.items() if "/sequential_" not in k and "_anytime_" not in k}
-        return all(mine.get(k) == v for k, v in checked.items()) if checked else None
+        return all(_same_value(mine.get(k), v) for k, v in checked.items()) if checked else None
 
     def renamed(self, prefix: str) -> dict[str, Any]:
         """The metrics under another eval name, e.g. `winrate_vs_champion/lc_win_rate_pct`."""
@@ -260,6 +262,13 @@ class ComparisonResult:
                            "no difference); _ci_low/_ci_high: 95% interval",
                 "metrics": self.metrics, "answers": self.answers, "samples": self.samples,
                 "recorded_head_to_head": {"metrics": self.recorded, "reproduced": self.reproduces}}
+
+
+def _same_value(mine: Any, recorded: float) -> bool:
+    """Exactly the recorded value; NaN reproduces NaN (NaN metrics are logged: harness.tracking)."""
+    if isinstance(mine, float) and isinstance(recorded, float) and math.isnan(mine) and math.isnan(recorded):
+        return True
+    return mine == recorded
 
 
 def recorded_head_to_head(tracker, run_a: str, run_b: str) -> dict[str, float]:

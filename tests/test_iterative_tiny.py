@@ -141,3 +141,32 @@ def test_gating_the_parent_run_names_its_rounds(two_rounds, capsys):
     err = capsys.readouterr().err
     assert "iterative experiment's parent run" in err and result.rounds[0].result.run_id in err
     assert "Traceback" not in err
+
+
+def test_round_two_records_the_head_to_head_with_round_one_and_compare_reproduces_it(two_rounds, capsys):
+    """Issue 19's acceptance on an iterative run: round 2 runs against an existing champion (round 1, promoted,
+    also its reference), records the head-to-head against it, and `harness compare ROUND2 ROUND1` judges the
+    same answers again to the same numbers."""
+    import json
+    import math
+
+    from evals.vs_champion import CHAMPION_VERSION, HEAD_TO_HEAD
+    from harness.cli import main
+
+    config, result = two_rounds
+    first, second = (r.result for r in result.rounds)
+    m = second.metrics
+    assert m[CHAMPION_VERSION] == float(first.champion_version) == 1.0
+    # the champion is the round's reference: the same answers, so the head-to-head's raw win rate is the
+    # win rate over the reference (the LC ones differ only by the test's hook on winrate/)
+    assert m[f"{HEAD_TO_HEAD}/win_rate_pct"] == m["winrate/win_rate_pct"]
+    capsys.readouterr()
+    assert main(["compare", second.run_id, first.run_id, "--json", "--output-dir", str(config.output_dir)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    # every verdict ties here, so the first-position rate is NaN on both sides: NaN reproduces NaN
+    assert out["recorded_head_to_head"]["reproduced"] is True
+    recorded = {k: v for k, v in m.items() if k.startswith(f"{HEAD_TO_HEAD}/") and k != CHAMPION_VERSION
+                and isinstance(v, float)}
+    assert recorded.keys() == out["recorded_head_to_head"]["metrics"].keys() and len(recorded) > 5
+    assert all(math.isnan(v) if math.isnan(recorded[k]) else v == recorded[k]
+               for k, v in out["recorded_head_to_head"]["metrics"].items())

@@ -269,6 +269,16 @@ def test_a_run_against_the_champion_records_the_head_to_head_and_compare_reprodu
     first = run_experiment(first_config)
     assert first.verdict == PROMOTE and first.champion_version == "1"
     assert not any(k.startswith(f"{HEAD_TO_HEAD}/") for k in first.metrics)  # no champion to judge against then
+    # what it registered is an MLflow Model that MLflow's own API loads by the alias and generates with, after a
+    # real tiny run: the answers are the ones the pipeline judged (the head-to-head's champion answers below)
+    import mlflow
+
+    first_tracker = Tracker(first_config.output_dir, first_config.name)
+    mlflow.set_tracking_uri(first_tracker.tracking_uri)
+    mlflow.set_registry_uri(first_tracker.tracking_uri)
+    served = mlflow.pyfunc.load_model(f"models:/{first_config.registry.model_name}@champion")
+    judged = load_cell_result(first_tracker, first.run_id)["samples"][:2]
+    assert served.predict([s["prompt"] for s in judged]) == [s["policy"] for s in judged]
 
     second_config = tiny_config(tmp_path, model_cache, **FAST, beta=0.5, **{"training.learning_rate": 0.01})
     rule = GateRule(name="not_worse_than_champion", metric=RAW, max_regression=50, against="champion")
@@ -301,6 +311,7 @@ def test_a_run_against_the_champion_records_the_head_to_head_and_compare_reprodu
     assert [s["champion"] for s in cell["samples"]] == first_answers == [s["b"] for s in out["samples"]]
     assert cell["champion"] == {"version": "1", "run_id": first.run_id}
     assert 'id="head-to-head-table"' in open(second.report, encoding="utf-8").read()
+
 
 
 def test_compare_reproduces_a_sequential_head_to_head_on_the_prompts_it_judged():
