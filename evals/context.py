@@ -51,6 +51,7 @@ class EvalContext:
     # what the win rate judges the policy against: a named baseline's answers (eval.prompts: alpaca_eval),
     # else None, meaning the reference's own answers
     baseline_out: list | None = None
+    baseline_name: str | None = None  # whose answers baseline_out holds (the report names it)
     train: list = field(default_factory=list)  # preference rows the policy trained on
     heldout: list = field(default_factory=list)  # held-out preference rows
     start: Any = None  # the model the experiment started from (iterative rounds >= 2), else None

@@ -551,13 +551,14 @@ def prepare_eval_prompts(config: Any, data: Any = None) -> EvalPromptSet:
 # ---------------------------------------------------------------- annotations (alpaca-eval's format)
 
 
-def annotation_rows(prompt_set: EvalPromptSet, policy_outputs: Sequence[str], verdicts: Sequence[float], *,
+def annotation_rows(prompt_set: EvalPromptSet, policy_outputs: Sequence[str], verdicts: Sequence[float | None], *,
                     policy_name: str, reference_outputs: Sequence[str] | None = None,
                     reference_name: str = "reference") -> list[dict[str, Any]]:
     """The judged pairs in alpaca-eval's annotation format, in prompt order: output_1 the baseline (the named
     baseline's answers when the set has them, else `reference_outputs`), output_2 the policy, preference the
     position-swapped verdict (1 baseline wins, 2 policy wins, 1.5 tie). `harness lc-winrate` reads them; with
-    `is_alpaca_eval_805`, `--instruction-difficulty` and `--gamed-rows` give the leaderboard's LC."""
+    `is_alpaca_eval_805`, `--instruction-difficulty` and `--gamed-rows` give the leaderboard's LC. A prompt
+    with no verdict (a sequential eval stopped before judging it) has no row."""
     baseline = prompt_set.baseline_outputs if prompt_set.baseline_outputs is not None else reference_outputs
     if baseline is None:
         raise ValueError("annotation_rows: the set has no baseline outputs; pass reference_outputs")
@@ -568,7 +569,7 @@ def annotation_rows(prompt_set: EvalPromptSet, policy_outputs: Sequence[str], ve
                          f"policy outputs, {len(verdicts)} verdicts")
     return [{"instruction": p, "output_1": b, "output_2": o, "preference": float(v), "generator_1": name,
              "generator_2": policy_name}
-            for p, b, o, v in zip(prompt_set.prompts, baseline, policy_outputs, verdicts)]
+            for p, b, o, v in zip(prompt_set.prompts, baseline, policy_outputs, verdicts) if v is not None]
 
 
 def write_annotations(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:

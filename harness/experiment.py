@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from evals.catalog import known_metrics
 from evals.context import EvalContext, greedy_answers
-from evals.eval_prompts import prepare_eval_prompts
+from evals.eval_prompts import annotation_rows, prepare_eval_prompts, write_annotations
 from evals.registry import EvalsOutcome, run_evals
 from harness.config import ExperimentConfig
 from harness.errors import HarnessInputError
@@ -182,7 +182,7 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks,
     ctx = EvalContext(config=config, tokenizer=loaded.tokenizer, policy=trained.model, policy_fingerprint=policy_fp,
                       reference_fingerprint=loaded.fingerprint, prompts=prompts, reference_out=reference_out,
                       policy_out=greedy_answers(config, trained.model, loaded.tokenizer, texts, policy_fp, "policy"),
-                      baseline_out=prompt_set.baseline_answers(),
+                      baseline_out=prompt_set.baseline_answers(), baseline_name=prompt_set.baseline_name,
                       cache_dir=config.resolved_cache_dir, train=data.train, heldout=data.heldout,
                       start=start.model if start is not None else None,
                       start_fingerprint=start.fingerprint if start is not None else "",
@@ -211,7 +211,7 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks,
     decision = decide(champion_baseline(tracker, seen))
     record_decision(tracker, decision)
     _stage("report")
-    report = _report(tracker, config, cell, cell_dir, ctx, outcome, decision, trained, data)
+    report = _report(tracker, config, cell, cell_dir, ctx, outcome, decision, trained, data, prompt_set)
     record_evidence(tracker, uploaded)  # last: after every metric and artifact a later gate reads
     tracker.set_tags({"harness.status": "finished"})
     # a later round's checkpoint is an adapter stack: say so on the registered version
@@ -260,7 +260,8 @@ def record_baselines(tracker, outcome: EvalsOutcome, *, iterating: bool) -> dict
     return {"reference": reference, "start": start_baseline}
 
 
-def _report(tracker, config, cell, cell_dir, ctx: EvalContext, outcome: EvalsOutcome, decision, trained, data) -> str:
+def _report(tracker, config, cell, cell_dir, ctx: EvalContext, outcome: EvalsOutcome, decision, trained, data,
+            prompt_set) -> str:
     from reports.documents import live_cell_document  # the same document `harness report RUN` rebuilds
 
     result_doc = live_cell_document(
@@ -274,6 +275,10 @@ def _report(tracker, config, cell, cell_dir, ctx: EvalContext, outcome: EvalsOut
         tracker.log_json(texts, "metric_texts.json")
     _write_generations(cell_dir / "generations.jsonl", result_doc["samples"])
     tracker.log_artifact(cell_dir / "generations.jsonl")
+    if outcome.extras.get("verdicts"):  # the judged pairs as alpaca-eval annotations: `harness lc-winrate` reads them
+        tracker.log_artifact(write_annotations(cell_dir / "annotations.jsonl", annotation_rows(
+            prompt_set, [o.text for o in ctx.policy_out], outcome.extras["verdicts"], policy_name=cell,
+            reference_outputs=[r.text for r in ctx.reference_out])))
 
     def render() -> Path:
         from reports.experiment import render_experiment_report

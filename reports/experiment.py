@@ -228,7 +228,7 @@ def _samples(raw: Any) -> list[dict]:
         ptok = as_float(s.get("policy_tokens"))
         rtok = as_float(s.get("reference_tokens"))
         ratio = _ratio(ptok, rtok)
-        label, cls = _verdict_label(s.get("verdict"))
+        label, cls = _verdict_label(s.get("verdict"), text_or_none(s.get("baseline_name")) or "reference")
         champion_label, champion_cls = _verdict_label(s.get("champion_verdict"), "champion")
         # most length-inflated first; samples without a ratio keep their order, last
         rows.append((
@@ -469,6 +469,9 @@ def build_context(result: Any) -> dict:
         "length_plot": length_plot,
         "length_stats": length_stats,
         "samples": samples,
+        # whose answers the judge compared the policy with: the reference's, or a named baseline's (alpaca_eval)
+        "samples_baseline": next((name for x in seq(r.get("samples"))
+                                  if (name := text_or_none(mapping(x).get("baseline_name")))), "reference"),
         "inflated_ratio": fmt_float(_INFLATED_RATIO),
         "config_text": config_text,
         "config_format": config_format,

@@ -349,3 +349,37 @@ def test_the_cells_own_win_rate_equals_lc_winrate_on_its_annotations(alpaca_set,
         assert result.lc_win_rate_pct == pytest.approx(summary["winrate/lc_win_rate_pct"], abs=1e-9)
     else:
         assert math.isnan(result.lc_win_rate_pct) and "winrate/lc_win_rate_pct" not in summary
+
+
+def test_a_run_against_a_named_baseline_writes_the_annotations_lc_winrate_reads(tmp_path, model_cache,
+                                                                                tiny_reward_model, capsys):
+    """eval.prompts alpaca_eval through the CLI: the policy is judged against the named baseline's answers (not
+    the reference's), the page and generations.jsonl show the answer each verdict compared, and the run writes
+    the judged pairs as alpaca-eval annotations on which `harness lc-winrate` gives the run's own win rates."""
+    from harness.cli import main
+    from tests.conftest import REPO
+
+    rows = [{"instruction": f"Explain topic {i} in a sentence or two.", "output": "Because " + "so " * (3 + 4 * i),
+             "generator": "my_baseline"} for i in range(8)]
+    baseline = _jsonl(tmp_path / "baseline_outputs.jsonl", rows)
+    out = tmp_path / "runs"
+    code = main(["run", str(REPO / "experiments" / "tiny.yaml"), "--set", f"output_dir={out}",
+                 "--set", f"cache_dir={model_cache}", "--set", "training.max_steps=1", "--set", "eval.domain_tasks=[]",
+                 "--set", f"eval.prompts={{name: alpaca_eval, baseline_outputs: {baseline}}}",
+                 "--set", f"eval.judge={{name: reward_model, model: {tiny_reward_model}}}", "--json"])
+    payload = json.loads(capsys.readouterr().out)
+    m = payload["metrics"]
+    assert code in (0, 1) and m["winrate/n"] == 8
+    cell_dir = next((out / "cells").iterdir())
+    annotations = [json.loads(line) for line in (cell_dir / "annotations.jsonl").read_text().splitlines()]
+    samples = [json.loads(line) for line in (cell_dir / "generations.jsonl").read_text().splitlines()]
+    assert [a["output_1"] for a in annotations] == [r["output"] for r in rows] == [s["reference"] for s in samples]
+    assert [a["output_2"] for a in annotations] == [s["policy"] for s in samples]
+    assert [a["preference"] for a in annotations] == [s["verdict"] for s in samples]
+    assert {a["generator_1"] for a in annotations} == {"my_baseline"} == {s["baseline_name"] for s in samples}
+    assert "my_baseline answer" in (cell_dir / "report.html").read_text()
+    assert main(["lc-winrate", str(cell_dir / "annotations.jsonl"), "--n-bootstrap", "0", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["win_rate_pct"] == pytest.approx(m["winrate/win_rate_pct"], abs=1e-9)
+    if "winrate/lc_win_rate_pct" in m:
+        assert again["lc_win_rate_pct"] == pytest.approx(m["winrate/lc_win_rate_pct"], abs=1e-6)
