@@ -125,9 +125,9 @@ def cmd_lc_winrate(args) -> int:
         raise _input_error("--instruction-difficulty and --gamed-rows go together (the official recipe needs both)")
     try:
         result = lc_winrate(frame, instruction_difficulty=difficulty, gamed_rows=gamed, n_bootstrap=args.n_bootstrap)
+    except HarnessInputError:
+        raise
     except ValueError as exc:  # the annotations do not fit the recipe: two generators, rows without a difficulty
-        if isinstance(exc, HarnessInputError):
-            raise
         raise HarnessInputError(f"{args.annotations}: cannot compute the win rates: {exc}") from None
     out = result.to_dict()
     if args.json:

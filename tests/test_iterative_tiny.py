@@ -170,3 +170,25 @@ def test_round_two_records_the_head_to_head_with_round_one_and_compare_reproduce
     assert recorded.keys() == out["recorded_head_to_head"]["metrics"].keys() and len(recorded) > 5
     assert all(math.isnan(v) if math.isnan(recorded[k]) else v == recorded[k]
                for k, v in out["recorded_head_to_head"]["metrics"].items())
+
+
+def test_a_round_that_changed_nothing_blocks_with_the_shipped_rules_and_stops_the_loop(tmp_path, capsys):
+    """experiments/tiny_iterative.yaml through the CLI, learning_rate 0 (the adapter stays zero: round 1 IS its
+    reference), with the config's own rules: round 1 blocks naming the bound it could not show, the loop stops
+    there and nothing is registered (issue 17: every single-cell and iterative shipped config)."""
+    import json
+
+    from harness.cli import main
+    from harness.tracking import Tracker
+
+    out = tmp_path / "runs"  # its own cache under output_dir (see _config)
+    code = main(["run", str(REPO / "experiments" / "tiny_iterative.yaml"), "--set", f"output_dir={out}",
+                 "--set", "training.learning_rate=0", "--set", "training.max_steps=1", "--json"])
+    payload = json.loads(capsys.readouterr().out)
+    assert code == 1 and payload["verdict"] == "BLOCK" and len(payload["rounds"]) == 1
+    assert payload["promoted_round"] is None and payload["champion_version"] is None
+    m = payload["rounds"][0]["metrics"]
+    assert m["winrate/win_rate_pct"] == 50.0 and m["winrate/win_rate_pct_stderr"] == 0.0 and m["kl/seq_kl_k3"] < 1e-6
+    failed = {c["name"]: c["reason"] for c in payload["rounds"][0]["checks"] if not c["passed"]}
+    assert "lower bound at 95%" in failed["lc_beats_previous"]
+    assert Tracker(out, "tiny-iterative").champion("po-harness-tiny-iterative", "champion") is None
