@@ -15,10 +15,11 @@ KL drawn from an assumed right-skewed distribution, measured by evals.kl.KLEstim
 (`length/ratio_*`: the simulated answers' lengths, measured by evals.length.length_summary). Every other rule
 (chosen log-prob, judge calibration, ...) is left out of the simulated decision and listed as such: the gate
 ANDs its checks, so leaving a rule out can only raise the simulated promote rate. The KL and length rules rest
-on assumptions (printed): answer lengths are drawn independently on both sides, which widens the length
-ratio's interval beyond what answers correlated prompt by prompt give, so those rules' pass rates (a column
-each) are pessimistic and lower both the promote rates and the power; the win-rate and accuracy rules alone
-hold the level (their columns).
+on assumptions (`Assumptions`, printed, each replaceable by `--assume KEY=VALUE`): by default answer lengths
+are drawn independently on both sides (`length_correlation` 0), which widens the length ratio's interval
+beyond what answers correlated prompt by prompt give, so those rules' pass rates (a column each) are
+pessimistic and lower both the promote rates and the power; the win-rate and accuracy rules alone hold the
+level (their columns).
 """
 from __future__ import annotations
 
@@ -34,17 +35,65 @@ from evals.paired_accuracy import paired_summary
 from harness.config import ExperimentConfig, GateRule
 from harness.gate import PROMOTE, effective_rules, gate, rule_confidence, sequential_targets
 
-# Assumptions about cells the simulation cannot know; each is printed with the plan.
-TIE_SHARE = 0.25  # share of prompts the judge calls a tie between two different answers
-DISCORDANT_SHARE = 0.15  # share of domain items whose correctness differs between two different models
-REFERENCE_ACCURACY = 0.5
-MEAN_LOG_CHARS, SD_LOG_CHARS = math.log(250.0), 0.5  # answer lengths, the same distribution on both sides
-CHARS_PER_TOKEN = 4.0  # an answer's tokens from its characters (English text, SmolLM2's tokenizer: about 4)
-# a changed policy's per-sequence KL from the reference: gamma with this mean and shape (right-skewed, as measured
-# KL is: docs/gate_validity.md; the demo's cells measured 0.25-1.55 nats); 0 for a policy that changed nothing
-KL_MEAN_NATS, KL_SHAPE = 1.0, 0.5
+
+@dataclass(frozen=True)
+class Assumptions:
+    """What the simulation cannot know about a cell: printed with every plan, each one overridable
+    (`harness gate plan --assume KEY=VALUE`) so a team plans with what its own runs measure."""
+
+    tie_share: float = 0.25  # share of prompts the judge calls a tie between two different answers
+    discordant_share: float = 0.15  # share of domain items whose correctness differs between two different models
+    reference_accuracy: float = 0.5
+    answer_chars_median: float = 250.0  # answer lengths: log-normal, the same distribution on both sides
+    answer_log_chars_sd: float = 0.5
+    # correlation of the two answers' log lengths prompt by prompt (0: independent, which widens the length ratio's
+    # interval; a policy's answers usually track the reference's prompt by prompt, so 0 is the pessimistic choice)
+    length_correlation: float = 0.0
+    chars_per_token: float = 4.0  # an answer's tokens from its characters (English text, SmolLM2's tokenizer: about 4)
+    # a changed policy's per-sequence KL from the reference: gamma with this mean and shape (right-skewed, as measured
+    # KL is: docs/gate_validity.md; the demo's cells measured 0.25-1.55 nats); 0 for a policy that changed nothing
+    kl_mean_nats: float = 1.0
+    kl_gamma_shape: float = 0.5
+
+    def problems(self) -> list[str]:
+        ranges = {"tie_share": (0.0, 1.0, False), "discordant_share": (0.0, 1.0, True),
+                  "reference_accuracy": (0.0, 1.0, True), "length_correlation": (-1.0, 1.0, True)}
+        out = []
+        for key, value in asdict(self).items():
+            low, high, closed = ranges.get(key, (0.0, math.inf, False))
+            positive = key not in ranges and key != "answer_log_chars_sd"
+            if not math.isfinite(value) or value < low or value > high or (value == high and not closed) or (
+                    positive and value <= 0):
+                where = (f"in [{low:g}, {high:g}{']' if closed else ')'}" if key in ranges
+                         else "> 0" if positive else ">= 0")
+                out.append(f"--assume {key}={value!r}: must be a finite number {where}")
+        return out
+
+
+def parse_assumptions(pairs: list[str]) -> Assumptions:
+    """`KEY=VALUE` overrides of the default assumptions; every bad pair is named at once (exit 2)."""
+    from harness.errors import ConfigError
+
+    known, values, problems = set(Assumptions.__dataclass_fields__), {}, []
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or key not in known:
+            problems.append(f"--assume {pair!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(known))}")
+            continue
+        try:
+            values[key] = float(text)
+        except ValueError:
+            problems.append(f"--assume {key}={text!r}: not a number")
+    assumptions = Assumptions(**values)
+    problems += assumptions.problems() if not problems else []
+    if problems:
+        raise ConfigError("; ".join(problems), problems=problems)
+    return assumptions
+
+
 POWER_TARGET = 0.8
-PLAN_VERSION = 4  # bump when the simulation or the statistics it calls change: cached plans are keyed by it
+PLAN_VERSION = 5  # bump when the simulation or the statistics it calls change: cached plans are keyed by it
 SIZE_GRID = (12, 24, 48, 96, 192, 400, 805, 1600)
 
 
@@ -56,15 +105,20 @@ class Scenario:
     changed: bool = True  # False: the policy's outputs are the reference's
     win_shift_pct: float = 0.0  # policy's true win rate minus 50, in points
     acc_shift: float = 0.0  # policy's true domain accuracy minus the reference's
+    assumptions: Assumptions = Assumptions()  # the rest of the cell's truth
 
 
-def scenarios(effects_pct: list[float], regressions: list[float]) -> list[Scenario]:
-    out = [Scenario("no_change", "outputs identical to the reference's (learning_rate 0)", "BLOCK", changed=False),
-           Scenario("equal_quality", "different outputs, same quality: wins = losses, same accuracy", "BLOCK")]
-    out += [Scenario(f"better_{e:g}pt", f"true win rate {50 + e:g}%, accuracy unchanged", PROMOTE, win_shift_pct=e)
-            for e in effects_pct]
+def scenarios(effects_pct: list[float], regressions: list[float],
+              assumptions: Assumptions = Assumptions()) -> list[Scenario]:
+    a = assumptions
+    out = [Scenario("no_change", "outputs identical to the reference's (learning_rate 0)", "BLOCK", changed=False,
+                    assumptions=a),
+           Scenario("equal_quality", "different outputs, same quality: wins = losses, same accuracy", "BLOCK",
+                    assumptions=a)]
+    out += [Scenario(f"better_{e:g}pt", f"true win rate {50 + e:g}%, accuracy unchanged", PROMOTE, win_shift_pct=e,
+                     assumptions=a) for e in effects_pct]
     out += [Scenario(f"regressed_{100 * d:g}pt", f"true win rate 75%, but domain accuracy {100 * d:g} points lower",
-                     "BLOCK", win_shift_pct=25.0, acc_shift=-d) for d in regressions]
+                     "BLOCK", win_shift_pct=25.0, acc_shift=-d, assumptions=a) for d in regressions]
     return out
 
 
@@ -174,25 +228,31 @@ def _winrate_summary(verdicts, reference_chars, policy_chars) -> dict[str, float
 def _answers(scenario: Scenario, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(verdicts, reference chars, policy chars) of `n` prompts under `scenario` (alpaca-eval's scale:
     2 policy wins, 1.5 tie, 1 reference wins)."""
-    ref_chars = np.exp(rng.normal(MEAN_LOG_CHARS, SD_LOG_CHARS, n)).round()
+    a = scenario.assumptions
+    mean_log, sd = math.log(a.answer_chars_median), a.answer_log_chars_sd
+    ref_log = rng.normal(mean_log, sd, n)
+    ref_chars = np.exp(ref_log).round()
     if not scenario.changed:  # the same answer on both sides: the judge ties everything
         return np.full(n, 1.5), ref_chars, ref_chars.copy()
-    pol_chars = np.exp(rng.normal(MEAN_LOG_CHARS, SD_LOG_CHARS, n)).round()
-    p_win = (1 - TIE_SHARE) / 2 + scenario.win_shift_pct / 100
-    p_win = min(max(p_win, 0.0), 1 - TIE_SHARE)
+    rho = a.length_correlation  # the policy's log length tracks the reference's with this correlation
+    pol_log = rho * ref_log + (1 - rho) * mean_log + sd * math.sqrt(1 - rho ** 2) * rng.standard_normal(n)
+    pol_chars = np.exp(pol_log).round()
+    p_win = (1 - a.tie_share) / 2 + scenario.win_shift_pct / 100
+    p_win = min(max(p_win, 0.0), 1 - a.tie_share)
     u = rng.random(n)
-    return np.where(u < p_win, 2.0, np.where(u < p_win + TIE_SHARE, 1.5, 1.0)), ref_chars, pol_chars
+    return np.where(u < p_win, 2.0, np.where(u < p_win + a.tie_share, 1.5, 1.0)), ref_chars, pol_chars
 
 
 def _items(scenario: Scenario, n_items: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(reference, policy) correctness of a domain task's `n_items` documents under `scenario`."""
-    ref = (rng.random(n_items) < REFERENCE_ACCURACY).astype(float)
+    a = scenario.assumptions
+    ref = (rng.random(n_items) < a.reference_accuracy).astype(float)
     pol = ref.copy()
     if scenario.changed:
         # a discordant share of items: the policy gains each with probability q, loses it otherwise,
-        # so the accuracy shift is DISCORDANT_SHARE * (2q - 1)
-        discordant = rng.random(n_items) < DISCORDANT_SHARE
-        q = float(np.clip(0.5 + scenario.acc_shift / (2 * DISCORDANT_SHARE), 0.0, 1.0))
+        # so the accuracy shift is discordant_share * (2q - 1)
+        discordant = rng.random(n_items) < a.discordant_share
+        q = float(np.clip(0.5 + scenario.acc_shift / (2 * a.discordant_share), 0.0, 1.0)) if a.discordant_share else 0.5
         gains = rng.random(n_items) < q
         ref = np.where(discordant, np.where(gains, 0.0, 1.0), ref)
         pol = np.where(discordant, np.where(gains, 1.0, 0.0), ref)
@@ -214,12 +274,13 @@ def _kl_and_length(scenario: Scenario, sizes: Sizes, ref_chars: np.ndarray, pol_
     from evals.kl import KLEstimate
     from evals.length import length_summary
 
-    ref_tokens = np.maximum(1, np.round(ref_chars / CHARS_PER_TOKEN)).astype(int)
-    pol_tokens = np.maximum(1, np.round(pol_chars / CHARS_PER_TOKEN)).astype(int)
+    a = scenario.assumptions
+    ref_tokens = np.maximum(1, np.round(ref_chars / a.chars_per_token)).astype(int)
+    pol_tokens = np.maximum(1, np.round(pol_chars / a.chars_per_token)).astype(int)
     out = {k: float(v) for k, v in length_summary(pol_tokens.tolist(), ref_tokens.tolist(), pol_chars.astype(int).tolist(),
                                                   ref_chars.astype(int).tolist()).items() if not isinstance(v, str)}
     if sizes.kl_samples:
-        kl = (rng.gamma(KL_SHAPE, KL_MEAN_NATS / KL_SHAPE, sizes.kl_samples) if scenario.changed
+        kl = (rng.gamma(a.kl_gamma_shape, a.kl_mean_nats / a.kl_gamma_shape, sizes.kl_samples) if scenario.changed
               else np.zeros(sizes.kl_samples)).tolist()
         out |= KLEstimate(kl, kl, n_tokens=32 * sizes.kl_samples).summary()
     return out
@@ -435,16 +496,16 @@ def _size_for_power(rules, scenario, sizes, sims, family_size, rng) -> int | Non
 
 def plan_gate(config: ExperimentConfig, *, config_path: str = "", sims: int = 400, effects_pct=(10.0, 20.0),
               regressions=(0.10, 0.20), family_size: int | None = None, seed: int = 0,
-              search_sims: int = 200, sizes: Sizes | None = None) -> Plan:
+              search_sims: int = 200, sizes: Sizes | None = None, assumptions: Assumptions = Assumptions()) -> Plan:
     """The plan for `config` at `sizes`; by default the sizes its eval would have before a run
-    (`eval_sizes`: `eval.prompts` resolved by `prompt_count`)."""
+    (`eval_sizes`: `eval.prompts` resolved by `prompt_count`), for cells of `assumptions`."""
     family = family_size or config.gate.family_size
     rules = effective_rules(config.gate, config.eval.domain_tasks)
     sizes = sizes or eval_sizes(config)
     simulated, left_out = simulated_rules(rules, sizes.kl_samples)
     rng = np.random.default_rng(seed)
     reads_domain = any(r.metric.startswith("domain_") for r in simulated)
-    cases = scenarios(list(effects_pct), list(regressions) if sizes.domain_items and reads_domain else [])
+    cases = scenarios(list(effects_pct), list(regressions) if sizes.domain_items and reads_domain else [], assumptions)
     sequential = _measured_sequentially(config)
     family_wise = None
     rates = []
@@ -456,7 +517,8 @@ def plan_gate(config: ExperimentConfig, *, config_path: str = "", sims: int = 40
             rates.append(_rates(simulated, case, sizes, sims, family, rng, sequential))
     searched = [s for s in cases if s.name.startswith("better_")]
     if reads_domain:  # a clearly better cell with the same accuracy: how many items show non-inferiority?
-        searched.append(Scenario("non_inferior", "true win rate 75%, accuracy unchanged", PROMOTE, win_shift_pct=25.0))
+        searched.append(Scenario("non_inferior", "true win rate 75%, accuracy unchanged", PROMOTE, win_shift_pct=25.0,
+                                 assumptions=assumptions))
     power_sizes = {s.name: _size_for_power(simulated, s, sizes, search_sims, family, rng)
                    for s in searched} if search_sims else {}
     notes = []
@@ -476,10 +538,7 @@ def plan_gate(config: ExperimentConfig, *, config_path: str = "", sims: int = 40
                         "confidence": None if r.statistic == "point" else rule_confidence(r, family),
                         "simulated": r in simulated} for r in rules],
                 not_simulated=[r.label for r in left_out], scenarios=rates, sizes_for_power=power_sizes,
-                assumptions={"tie_share": TIE_SHARE, "discordant_share": DISCORDANT_SHARE,
-                             "reference_accuracy": REFERENCE_ACCURACY, "answer_chars_median": math.exp(MEAN_LOG_CHARS),
-                             "answer_log_chars_sd": SD_LOG_CHARS, "chars_per_token": CHARS_PER_TOKEN,
-                             "kl_mean_nats": KL_MEAN_NATS, "kl_gamma_shape": KL_SHAPE}, notes=notes,
+                assumptions=asdict(assumptions), notes=notes,
                 stated_level=level, cell_level=level / family,
                 sequential=sequential.eval.sequential.model_dump() if sequential and sequential.eval.sequential else None)
     if family_wise:
@@ -522,7 +581,7 @@ def cached_plan(config: ExperimentConfig, cache_dir, *, sims: int | None = None,
     sizes = eval_sizes(config, evaluated_prompts=evaluated_prompts)
     key = hashlib.sha256(json.dumps([config.gate.model_dump(mode="json"), asdict(sizes), config.eval.domain_tasks,
                                      sequential.model_dump(mode="json") if sequential is not None else None,
-                                     sims, TIE_SHARE, DISCORDANT_SHARE, KL_MEAN_NATS, KL_SHAPE, PLAN_VERSION],
+                                     sims, asdict(Assumptions()), PLAN_VERSION],
                                     sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir / "gate_plans" / f"{key}.json"
     found = read_json(path)

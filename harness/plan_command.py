@@ -22,6 +22,9 @@ def add_plan_command(sub) -> None:
                            "judged batch by batch; the 80%%-power size search uses half)")
     plan.add_argument("--effects", default="10,20", help="win-rate improvements to check power at, in points")
     plan.add_argument("--regressions", default="0.1,0.2", help="domain accuracy drops to check blocking at")
+    plan.add_argument("--assume", action="append", default=[], metavar="KEY=VALUE",
+                      help="replace one of the printed assumptions about the simulated cells with what your runs "
+                           "measure (e.g. tie_share=0.4, length_correlation=0.7, kl_mean_nats=0.5)")
     plan.add_argument("--seed", type=int, default=0)
     plan.add_argument("--json", action="store_true")
     plan.set_defaults(func=cmd_gate_plan)
@@ -52,16 +55,17 @@ def load_plan_target(path: str, overrides: list[str]):
 
 def cmd_gate_plan(args) -> int:
     from harness.errors import ConfigError
-    from harness.gate_plan import SIZE_GRID, plan_gate
+    from harness.gate_plan import SIZE_GRID, parse_assumptions, plan_gate
 
     if args.sims is not None and args.sims < 20:
         raise ConfigError(f"--sims: at least 20 simulated cells per scenario (got {args.sims})")
+    assumptions = parse_assumptions(args.assume)  # before loading anything: a typo is an input error
     config = load_plan_target(args.config, args.set)
     sims = args.sims or (200 if config.eval.sequential is not None else 400)
     # the 80%-power size search runs half as many cells per size tried (200 at the default --sims)
     plan = plan_gate(config, config_path=args.config, sims=sims, seed=args.seed, search_sims=sims // 2,
                      effects_pct=_floats(args.effects, "--effects"),
-                     regressions=_floats(args.regressions, "--regressions"))
+                     regressions=_floats(args.regressions, "--regressions"), assumptions=assumptions)
     level, cell_level = plan.stated_level, plan.cell_level
     within = all(s.promote_rate <= cell_level + 3 * s.mc_stderr
                  for s in plan.scenarios if s.scenario in ("no_change", "equal_quality"))

@@ -369,7 +369,10 @@ def gate_plan_rows(raw: Any) -> dict | None:
             "sequential": bool(mapping(plan.get("sequential"))),
             "domain_items": fmt(", ".join(f"{k} {v}" for k, v in mapping(sizes.get("domain_items")).items()) or None),
             "family_size": fmt(plan.get("family_size")),
-            "not_simulated": fmt(", ".join(map(str, seq(plan.get("not_simulated")))) or None)}
+            "not_simulated": fmt(", ".join(map(str, seq(plan.get("not_simulated")))) or None),
+            # what the simulated cells assume (harness.gate_plan.Assumptions; `harness gate plan --assume` changes them)
+            "assumptions": fmt(", ".join(f"{k} {fmt_float(v) if isinstance(v, float) else v}"
+                                         for k, v in mapping(plan.get("assumptions")).items()) or None)}
 
 
 def _plan_used(scenario: Mapping, sizes: Mapping) -> str | None:

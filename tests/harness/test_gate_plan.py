@@ -122,7 +122,8 @@ def test_the_family_wise_rate_from_one_batch_matches_probability():
     config.gate.rules = [GateRule(name="raw_point", metric="winrate/win_rate_pct", min=50, statistic="point",
                                   strict=True)]
     n, sims, family = 12, 300, 4
-    p = _p_more_wins_than_losses(n, (1 - gate_plan.TIE_SHARE) / 2, gate_plan.TIE_SHARE)
+    ties = gate_plan.Assumptions().tie_share
+    p = _p_more_wins_than_losses(n, (1 - ties) / 2, ties)
     plan = plan_gate(config, sims=sims, effects_pct=[], regressions=[], family_size=family, search_sims=0,
                      sizes=Sizes(n, {}))
     equal = next(s for s in plan.scenarios if s.scenario == "equal_quality")
@@ -183,3 +184,52 @@ def test_the_gate_plan_cli_shows_what_a_sequential_eval_judged(capsys):
     assert all(0 < s["mean_prompts_judged"] <= 16 for s in payload["scenarios"])
     main(args)
     assert "prompts judged" in capsys.readouterr().out
+
+
+def test_the_plan_simulates_the_assumptions_it_is_given():
+    """--assume replaces what the plan cannot know. A judge that ties half the prompts: the point rule's equal-
+    quality promote rate is P(wins > losses) at that tie share, computed by hand; answer lengths that track the
+    reference's prompt by prompt (correlation 0.8, as a fine-tuned policy's do) come out of the simulation with
+    that correlation, and they show a 1.5 length-ratio cap far more often than independent lengths at 24 prompts."""
+    config = _tiny()
+    config.gate.rules = [GateRule(name="raw_point", metric="winrate/win_rate_pct", min=50, statistic="point",
+                                  strict=True)]
+    n, sims = 12, 300
+    half_ties = gate_plan.Assumptions(tie_share=0.5)
+    p = _p_more_wins_than_losses(n, 0.25, 0.5)
+    plan = plan_gate(config, sims=sims, effects_pct=[], regressions=[], search_sims=0, sizes=Sizes(n, {}),
+                     assumptions=half_ties)
+    equal = next(s for s in plan.scenarios if s.scenario == "equal_quality")
+    assert equal.promote_rate == pytest.approx(p, abs=4 * math.sqrt(p * (1 - p) / sims))
+    assert plan.assumptions["tie_share"] == 0.5 and plan.assumptions["length_correlation"] == 0.0
+
+    rng = np.random.default_rng(0)
+    scenario = gate_plan.Scenario("equal", "", "BLOCK", assumptions=gate_plan.Assumptions(length_correlation=0.8))
+    _, ref_chars, pol_chars = gate_plan._answers(scenario, 20_000, rng)
+    assert np.corrcoef(np.log(ref_chars), np.log(pol_chars))[0, 1] == pytest.approx(0.8, abs=0.02)
+    assert np.median(pol_chars) == pytest.approx(250, rel=0.03)  # the same length distribution on both sides
+
+    config.gate.rules = [GateRule(name="length_ratio_cap", metric="length/ratio_tokens", max=1.5)]
+    shown = {}
+    for rho in (0.0, 0.8):
+        plan = plan_gate(config, sims=200, effects_pct=[], regressions=[], search_sims=0, sizes=Sizes(24, {}),
+                         assumptions=gate_plan.Assumptions(length_correlation=rho))
+        shown[rho] = next(s for s in plan.scenarios if s.scenario == "equal_quality").promote_rate
+    assert shown[0.8] > shown[0.0] + 0.2, shown
+
+
+def test_bad_assumptions_are_named_together_with_exit_2(capsys):
+    from harness.cli import main
+
+    code = main(["gate", "plan", str(EXPERIMENTS / "tiny.yaml"), "--assume", "tie_share=1.5", "--assume", "colour=3",
+                 "--assume", "kl_mean_nats=nan"])
+    err = capsys.readouterr().err
+    assert code == 2 and "colour" in err and "tie_share=1.5" not in err  # unknown keys first, then ranges
+    code = main(["gate", "plan", str(EXPERIMENTS / "tiny.yaml"), "--assume", "tie_share=1.5",
+                 "--assume", "kl_mean_nats=nan", "--assume", "length_correlation=-2"])
+    err = capsys.readouterr().err
+    assert code == 2 and all(k in err for k in ("tie_share=1.5", "kl_mean_nats=nan", "length_correlation=-2"))
+    assert main(["gate", "plan", str(EXPERIMENTS / "tiny.yaml"), "--sims", "20", "--effects", "20", "--json",
+                 "--assume", "kl_mean_nats=0.25", "--assume", "length_correlation=0.7"]) == 0
+    assumptions = json.loads(capsys.readouterr().out)["assumptions"]
+    assert (assumptions["kl_mean_nats"], assumptions["length_correlation"]) == (0.25, 0.7)

@@ -225,6 +225,9 @@ def test_the_sweep_page_shows_its_gate_plan_with_the_family_wise_rate(tmp_path: 
     assert f"{100 * plan['family_wise_rate']:.1f}% (± {100 * plan['family_wise_mc_stderr']:.1f}) of the time" in meaning
     assert "stated level 5%" in meaning and "dpo-b0.5-s0-bbb's promotion" in meaning and "winner's curse" in meaning
     assert 'href="#gate-plan"' in render_sweep_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
+    # the assumptions the simulated cells rest on are on the page, as the plan printed them
+    assumed = html.unescape(re.search(r'<p class="note" id="plan-assumptions">(.*?)</p>', section, re.S).group(1))
+    assert "tie_share 0.25" in assumed and "length_correlation 0" in assumed and "--assume" in assumed
     # the selection reads as a sentence (a formatted value's repr once leaked into it: "Val(text=...")
     page = render_sweep_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
     sentence = html.unescape(re.sub(r"<[^>]+>", "", re.search(r'<p class="note" id="selection">(.*?)</p>', page,
