@@ -430,6 +430,17 @@ def _item_order(doc_ids: list[int], seed: int, name: str) -> list[int]:
     return order
 
 
+def _planned_order(ids: list[int], planned: int, seed: int, name: str) -> list[int]:
+    """The first run's documents in the order it took them (`planned` of them), then the ones a raised limit
+    added. A lowered limit keeps the first run's order over the documents still there: lm-eval's limit takes the
+    first documents, ids 0..n-1, so the first run's were 0..planned-1."""
+    if len(ids) >= planned:
+        return _item_order(ids[:planned], seed, name) + _item_order(ids[planned:], seed, f"{name}:added")
+    if ids == list(range(len(ids))):
+        return [i for i in _item_order(list(range(planned)), seed, name) if i < len(ids)]
+    return _item_order(ids, seed, name)  # not a prefix of the planned documents: a new order
+
+
 @dataclass
 class _TaskSequence:
     name: str  # eval name, e.g. domain_arith_mc
@@ -501,12 +512,10 @@ def decide_tasks_sequentially(measure: Callable[[dict[str, list[int]]], dict[str
         wanted = {m: rules for m, rules in targets.items() if m in bounded}
         ids = list(baselines[""])
         planned = recorded_plan(cache_dir, {"eval": name, **(comparison or {}), "seed": seed,
-                                            "first_items": ids[:PLAN_FIRST_ITEMS]}, len(ids))
-        # the planned documents in the order the first run took them, then the ones a raised limit added
-        order = _item_order(ids[:planned], seed, name) + _item_order(ids[planned:], seed, f"{name}:added")
+                                            "first_items": ids[:PLAN_FIRST_ITEMS]}, len(ids), seq.batch_items).budget
         sequences = tracked_metrics(wanted, bounded, set(bounded), len(ref_items), seq.confidence, paired=set(deltas),
                                     planned_n=planned)
-        tasks.append(_TaskSequence(name, order, baselines, sequences))
+        tasks.append(_TaskSequence(name, _planned_order(ids, planned, seed, name), baselines, sequences))
     while pending := [t for t in tasks if not t.done]:
         batch = {t.name: t.order[t.used: t.used + seq.batch_items] for t in pending}
         measured = measure(batch)

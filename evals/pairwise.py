@@ -120,13 +120,13 @@ def sequential_winrate(ctx: EvalContext, baseline_out: list, prefix: str = "winr
     # a rerun with a raised budget continues the test the first run planned (evals.sequential.recorded_plan)
     identity = {"eval": prefix, "judge": getattr(judge, "fingerprint", type(judge).__name__),
                 "first_items": [[i.prompt, i.output_1, i.output_2] for i in items[:PLAN_FIRST_ITEMS]]}
-    planned = recorded_plan(ctx.cache_dir, identity, budget)
+    plan = recorded_plan(ctx.cache_dir, identity, budget, seq.batch_prompts)
     sequences = tracked_metrics(targets, [renamed_key(m, prefix) for m in BOUNDED], {renamed_key(RAW, prefix)}, budget,
-                                seq.confidence, {renamed_key(RAW, prefix): 100.0}, planned_n=planned)
+                                seq.confidence, {renamed_key(RAW, prefix): 100.0}, planned_n=plan.budget)
     parts: list[PositionSwap] = []
     looks: list[int] = []
     while not looks or looks[-1] < budget:
-        n = min((looks[-1] if looks else 0) + seq.batch_prompts, budget)
+        n = plan.next_look(looks[-1] if looks else 0, seq.batch_prompts, budget)
         parts.append(position_swap(judge, items[looks[-1] if looks else 0:n]))
         looks.append(n)
         verdicts = [v for p in parts for v in p.verdicts]

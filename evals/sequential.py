@@ -49,7 +49,7 @@ from typing import Any, Collection, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
-from harness.atomic_io import read_json, write_json_atomic
+from harness.atomic_io import create_json_exclusive
 
 BET_CAP = 0.5  # c: a bet never stakes more than half the capital on one item (WSR's c = 1/2)
 # Paired differences (policy - baseline per item, mostly 0: unchanged items) have a small variance, so the
@@ -488,24 +488,51 @@ class MetricSequence:
 PLAN_FIRST_ITEMS = 8  # a comparison is known by its first items (and its judge): what a continued run shares
 
 
-def recorded_plan(cache_dir: Path | None, identity: Mapping[str, Any], budget: int) -> int:
-    """The budget this comparison's sequential test was first planned with, so that a run with a raised
-    budget continues that test instead of starting a new one on prompts it already judged (a second test on
-    the same prompts, after seeing the first one's result, would be a second chance to pass: up to twice the
-    stated error rate). The bets and the alpha spending stay tuned to the first budget: the confidence
-    sequence is valid at every n, so continuing past it keeps the error rate; the spending's alpha is used
-    up there, so a spending-bounded metric (LC, style-controlled) keeps the bounds it had at that budget.
-    Recorded under `<cache_dir>/sequential_plans/` by `identity` (the comparison: eval, judge, first items);
-    without a cache every run plans with its own budget. Deleting the record starts a new test."""
+@dataclass(frozen=True)
+class SequentialPlan:
+    """What a sequential test was first run with: its budget (the bets' horizon and the spending's end) and its
+    batch (where it looked). A continued test looks where the first run looked, up to the planned budget."""
+
+    budget: int
+    batch: int
+
+    def next_look(self, seen: int, batch: int, max_n: int) -> int:
+        """The look after `seen` items: on the planned grid (every `self.batch`, and the planned budget itself)
+        up to the planned budget, then every `batch`; never past `max_n`."""
+        if seen < self.budget:
+            return min(seen + self.batch, self.budget, max_n)
+        return min(seen + batch, max_n)
+
+
+def recorded_plan(cache_dir: Path | None, identity: Mapping[str, Any], budget: int, batch: int) -> SequentialPlan:
+    """The plan this comparison's sequential test was first run with, so that a run with a raised budget continues
+    that test instead of starting a new one on prompts it already judged (a second test on the same prompts, after
+    seeing the first one's result, is a second chance to pass). The bets and the alpha spending stay tuned to the
+    first budget and the looks stay where the first run took them: the confidence sequence is valid at every n, so
+    continuing past the budget keeps the error rate; the spending's alpha is used up there, so a spending-bounded
+    metric (LC, style-controlled) keeps the bounds it had at that budget. Recorded once, never overwritten, under
+    `<cache_dir>/sequential_plans/` by `identity` (the comparison: eval, judge, first items); without a cache
+    every run plans with its own budget. Deleting the record starts a new test. A record that is not a plan is an
+    input error naming the file (a hand edit must not silently start a new test)."""
+    from harness.errors import HarnessInputError
+
+    fresh = SequentialPlan(budget, batch)
     if cache_dir is None:
-        return budget
+        return fresh
     key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:24]
     path = Path(cache_dir) / "sequential_plans" / f"{key}.json"
-    recorded = read_json(path)
-    if isinstance(recorded, dict) and isinstance(recorded.get("budget"), int) and recorded["budget"] > 0:
-        return int(recorded["budget"])
-    write_json_atomic(path, {"budget": budget, "identity": identity})
-    return budget
+    # first writer wins: a concurrent run of the same comparison reads the plan the other one recorded
+    create_json_exclusive(path, {"budget": budget, "batch": batch, "identity": identity})
+    try:
+        recorded = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise HarnessInputError(f"{path}: unreadable sequential plan record ({exc}); delete it to start a new test "
+                                "on these prompts") from None
+    values = [recorded.get(k) if isinstance(recorded, dict) else None for k in ("budget", "batch")]
+    if not all(type(v) is int and v > 0 for v in values):
+        raise HarnessInputError(f"{path}: not a sequential plan record (budget and batch must be positive integers, "
+                                f"got {values}); delete it to start a new test on these prompts")
+    return SequentialPlan(*values)
 
 
 def tracked_metrics(targets: dict[str, list[SequentialRule]], bounded: list[str], betting: set[str], max_n: int,

@@ -42,6 +42,28 @@ def write_json_atomic(path: Path, obj: Any) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True, default=str))
 
 
+def create_json_exclusive(path: Path, obj: Any) -> bool:
+    """Write `obj` to `path` only if no file is there, atomically: the first of several concurrent writers wins
+    (a hard link of the finished temp file fails if the name exists), the others leave the file alone. Returns
+    whether this call created it."""
+    path = Path(path)
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(json.dumps(obj, indent=1, sort_keys=True, default=str).encode("utf-8"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def read_json(path: Path) -> Any | None:
     """The cached object, or None when absent (a temp file from a killed write is never read)."""
     try:

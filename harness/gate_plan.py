@@ -93,7 +93,7 @@ def parse_assumptions(pairs: list[str]) -> Assumptions:
 
 
 POWER_TARGET = 0.8
-PLAN_VERSION = 5  # bump when the simulation or the statistics it calls change: cached plans are keyed by it
+PLAN_VERSION = 6  # bump when the simulation or the statistics it calls change: cached plans are keyed by it
 SIZE_GRID = (12, 24, 48, 96, 192, 400, 805, 1600)
 
 
@@ -249,10 +249,11 @@ def _items(scenario: Scenario, n_items: int, rng: np.random.Generator) -> tuple[
     ref = (rng.random(n_items) < a.reference_accuracy).astype(float)
     pol = ref.copy()
     if scenario.changed:
-        # a discordant share of items: the policy gains each with probability q, loses it otherwise,
-        # so the accuracy shift is discordant_share * (2q - 1)
-        discordant = rng.random(n_items) < a.discordant_share
-        q = float(np.clip(0.5 + scenario.acc_shift / (2 * a.discordant_share), 0.0, 1.0)) if a.discordant_share else 0.5
+        # a discordant share of items: the policy gains each with probability q, loses it otherwise, so the
+        # accuracy shift is share * (2q - 1); a shift larger than the assumed share needs that many items to differ
+        share = max(a.discordant_share, abs(scenario.acc_shift))
+        discordant = rng.random(n_items) < share
+        q = float(np.clip(0.5 + scenario.acc_shift / (2 * share), 0.0, 1.0)) if share else 0.5
         gains = rng.random(n_items) < q
         ref = np.where(discordant, np.where(gains, 0.0, 1.0), ref)
         pol = np.where(discordant, np.where(gains, 1.0, 0.0), ref)

@@ -75,9 +75,9 @@ def live_samples(ctx: Any, outcome: Any) -> list[dict[str, Any]]:
                for p, r, o, v in zip(ctx.prompts, ctx.reference_out, ctx.policy_out, verdicts)]
     if getattr(ctx, "baseline_out", None):  # eval.prompts alpaca_eval: the verdict compared the named baseline's answer
         name = getattr(ctx, "baseline_name", None) or "baseline"
-        for sample, answer in zip(samples, ctx.baseline_out):
-            sample.update({"reference": answer.text, "baseline_name": name,
-                           "reference_tokens": len(ctx.tokenizer(answer.text, add_special_tokens=False)["input_ids"])})
+        for sample, answer in zip(samples, ctx.baseline_out):  # the reference's stay: the length eval reads them
+            sample.update({"baseline": answer.text, "baseline_name": name,
+                           "baseline_tokens": len(ctx.tokenizer(answer.text, add_special_tokens=False)["input_ids"])})
     for sample, champion in zip(samples, outcome.extras.get("champion_samples") or []):
         sample.update(champion)  # the champion's answer and the head-to-head verdict (evals.vs_champion)
     return samples

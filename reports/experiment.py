@@ -225,8 +225,10 @@ def _samples(raw: Any) -> list[dict]:
     rows: list[tuple[tuple[bool, float, int], dict[str, Any]]] = []
     for i, s in enumerate(seq(raw)):
         s = mapping(s)
+        # the answer the verdict compared: a named baseline's (eval.prompts alpaca_eval), else the reference's
+        compared = "baseline" if s.get("baseline") is not None else "reference"
         ptok = as_float(s.get("policy_tokens"))
-        rtok = as_float(s.get("reference_tokens"))
+        rtok = as_float(s.get(f"{compared}_tokens"))
         ratio = _ratio(ptok, rtok)
         label, cls = _verdict_label(s.get("verdict"), text_or_none(s.get("baseline_name")) or "reference")
         champion_label, champion_cls = _verdict_label(s.get("champion_verdict"), "champion")
@@ -236,7 +238,7 @@ def _samples(raw: Any) -> list[dict]:
             {
                 "index": i + 1,
                 "prompt": text_or_none(s.get("prompt")),
-                "reference": text_or_none(s.get("reference")),
+                "reference": text_or_none(s.get(compared)),
                 "policy": text_or_none(s.get("policy")),
                 "verdict": label,
                 "verdict_class": cls,
@@ -244,7 +246,7 @@ def _samples(raw: Any) -> list[dict]:
                 "champion": text_or_none(s.get("champion")),
                 "champion_verdict": champion_label,
                 "champion_verdict_class": champion_cls,
-                "reference_tokens": fmt(s.get("reference_tokens")),
+                "reference_tokens": fmt(s.get(f"{compared}_tokens")),
                 "policy_tokens": fmt(s.get("policy_tokens")),
                 "ratio": (Val(f"×{ratio:.2f}") if math.isfinite(ratio) else Val("×∞")) if ratio is not None else MISSING,
                 "inflated": ratio is not None and ratio >= _INFLATED_RATIO,

@@ -373,7 +373,9 @@ def test_a_run_against_a_named_baseline_writes_the_annotations_lc_winrate_reads(
     cell_dir = next((out / "cells").iterdir())
     annotations = [json.loads(line) for line in (cell_dir / "annotations.jsonl").read_text().splitlines()]
     samples = [json.loads(line) for line in (cell_dir / "generations.jsonl").read_text().splitlines()]
-    assert [a["output_1"] for a in annotations] == [r["output"] for r in rows] == [s["reference"] for s in samples]
+    assert [a["output_1"] for a in annotations] == [r["output"] for r in rows] == [s["baseline"] for s in samples]
+    # the reference model's answers stay in generations.jsonl: the length eval measures against them
+    assert all(s["reference"] != s["baseline"] and s["reference_tokens"] > 0 for s in samples)
     assert [a["output_2"] for a in annotations] == [s["policy"] for s in samples]
     assert [a["preference"] for a in annotations] == [s["verdict"] for s in samples]
     assert {a["generator_1"] for a in annotations} == {"my_baseline"} == {s["baseline_name"] for s in samples}

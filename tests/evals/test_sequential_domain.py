@@ -162,3 +162,14 @@ def test_a_raised_domain_limit_continues_the_test_the_first_run_planned(tmp_path
     # a first run at 123 in another cache plans for 123 and takes the documents in another order
     _, _, fresh_calls = _decide(tmp_path / "other", monkeypatch, reference, policy)
     assert fresh_calls[0] != first_calls[0]
+
+
+def test_a_lowered_domain_limit_keeps_the_first_runs_order_over_the_documents_left(tmp_path, monkeypatch):
+    reference, policy = _outcomes(np.random.default_rng(6), 100, 0.10, 0.0)
+    _, _, first_calls = _decide(tmp_path, monkeypatch, reference, policy)
+    out, _, second_calls = _decide(tmp_path, monkeypatch, reference[:50], policy[:50])
+    first_order = [i for c in first_calls for i in c]  # each call is sorted; compare as the sets per look
+    kept = [i for i in domain._planned_order(list(range(100)), 100, 0, NAME) if i < 50]
+    assert [i for c in second_calls for i in c] == [i for k in range(0, len(kept), 16) for i in sorted(kept[k:k + 16])]
+    assert set(second_calls[0]) <= set(first_order[:32])  # the first run's early documents come first again
+    assert out.metrics[f"{NAME}/sequential_planned_items"] == 100

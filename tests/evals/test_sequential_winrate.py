@@ -174,23 +174,40 @@ def test_a_raised_budget_judges_only_the_new_prompts(tmp_path):
     assert lc_at_16(fresh) < lc_at_16(first)
 
 
-def test_raising_the_budget_after_an_undecided_run_keeps_the_false_promote_rate(tmp_path):
-    """The question a raised budget asks: 'pass now, or pass after more prompts?'. Equal-quality cells (true
-    win rate 50) judged with a budget of 16, then rerun with 64 when they did not pass: the share promoted by
-    either run stays within 5% plus three Monte-Carlo errors, because the rerun continues one confidence
-    sequence (valid at every n) instead of starting a second test on the same prompts."""
-    sims, promoted = 200, 0
-    for seed in range(sims):
-        ctx = _cell(64, 0.5, 100 + seed, max_prompts=16)
-        ctx.cache_dir = tmp_path / str(seed)
-        passed = _run(ctx, RULES[:1])[1].verdict == PROMOTE
-        if not passed:
-            ctx.eval.sequential = SequentialConfig(batch_prompts=8, max_prompts=64)
-            out, decision = _run(ctx, RULES[:1])
-            assert out.metrics["winrate/sequential_planned_prompts"] == 16
-            passed = decision.verdict == PROMOTE
-        promoted += passed
-    assert promoted / sims <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / sims)
+def test_a_continued_test_looks_where_the_first_run_looked_even_off_its_batch_grid(tmp_path):
+    """A first run with a budget of 20 judged in batches of 8 looked at 8, 16 and 20. A rerun with 64 (and another
+    batch size) must look at 8, 16 and 20 too, before its own grid: a look at 24 instead of 20 would spend the
+    alpha the first run spent at 20 a second time, on another estimate (a second test for LC)."""
+    ctx = _cell(64, 0.5, 11, max_prompts=20)
+    ctx.cache_dir = tmp_path
+    first, _ = _run(ctx)
+    ctx.eval.sequential = SequentialConfig(batch_prompts=16, max_prompts=64)
+    second, _ = _run(ctx)
+    for before, after in zip(first.extras["sequential"]["winrate"], second.extras["sequential"]["winrate"]):
+        assert [look["n"] for look in before["looks"]] == [8, 16, 20]
+        assert [look["n"] for look in after["looks"]][:4] == [8, 16, 20, 36]  # then every 16 of its own
+        assert [(look["low"], look["high"]) for look in after["looks"][:3]] == [
+            (look["low"], look["high"]) for look in before["looks"]]
+        if after["method"] == "spending":  # nothing left to spend after 20: the bounds stay
+            assert all((look["low"], look["high"]) == (before["looks"][-1]["low"], before["looks"][-1]["high"])
+                       for look in after["looks"][3:])
+
+
+def test_a_plan_record_that_is_not_a_plan_stops_the_eval_naming_the_file(tmp_path):
+    """A hand-edited or broken record must not silently start a new test (that is a second chance to pass): the
+    eval fails naming the file, and the gate blocks on the failed eval. Two runs racing to record keep one plan."""
+    from evals.sequential import recorded_plan
+    from harness.errors import HarnessInputError
+
+    first = recorded_plan(tmp_path, {"eval": "winrate"}, 16, 8)
+    assert (first.budget, first.batch) == (16, 8)
+    assert recorded_plan(tmp_path, {"eval": "winrate"}, 64, 4) == first  # the second writer reads the first's
+    (record,) = (tmp_path / "sequential_plans").iterdir()
+    for broken in ("{not json", '{"budget": true, "batch": 8}', '{"budget": "16", "batch": 8}', '{"budget": 0}'):
+        record.write_text(broken)
+        with pytest.raises(HarnessInputError, match=str(record.name)):
+            recorded_plan(tmp_path, {"eval": "winrate"}, 64, 8)
+        assert record.read_text() == broken  # never overwritten
 
 
 def _against_champion(p_policy: float, seed: int, rules: list[GateRule], n: int = 96):

@@ -233,3 +233,15 @@ def test_bad_assumptions_are_named_together_with_exit_2(capsys):
                  "--assume", "kl_mean_nats=0.25", "--assume", "length_correlation=0.7"]) == 0
     assumptions = json.loads(capsys.readouterr().out)["assumptions"]
     assert (assumptions["kl_mean_nats"], assumptions["length_correlation"]) == (0.25, 0.7)
+
+
+@pytest.mark.parametrize("discordant_share", [0.15, 0.05])
+def test_a_named_regression_is_the_drop_the_plan_simulates(discordant_share):
+    """regressed_20pt must be a 20-point drop, whatever share of items the plan assumes differ between two models
+    (it was capped at that share: 15 points under the default 0.15)."""
+    rng = np.random.default_rng(1)
+    a = gate_plan.Assumptions(discordant_share=discordant_share)
+    for drop in (0.10, 0.20):
+        scenario = gate_plan.Scenario("regressed", "", "BLOCK", win_shift_pct=25.0, acc_shift=-drop, assumptions=a)
+        ref, pol = gate_plan._items(scenario, 200_000, rng)
+        assert pol.mean() - ref.mean() == pytest.approx(-drop, abs=0.005)
