@@ -11,13 +11,8 @@ from pathlib import Path
 from typing import Any
 
 
-def write_bytes_atomic(path: Path, data: bytes, *, skip_unchanged: bool = False, mode: int | None = None) -> Path:
-    """`skip_unchanged`: leave a file that already holds `data` alone (files other processes may be reading,
-    e.g. the domain tasks' data while another sweep cell's lm-eval runs). `mode`: the file's permissions
-    (a temp file is created 0600; a report page is meant to be read by others: 0644)."""
-    path = Path(path)
-    if skip_unchanged and path.is_file() and path.read_bytes() == data:
-        return path
+def _finished_temp_file(path: Path, data: bytes, mode: int | None) -> Path:
+    """`data` in a synced temp file beside `path` (same folder: renaming or linking it into place is atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -27,9 +22,24 @@ def write_bytes_atomic(path: Path, data: bytes, *, skip_unchanged: bool = False,
             os.fsync(fh.fileno())
         if mode is not None:
             os.chmod(tmp, mode)
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, skip_unchanged: bool = False, mode: int | None = None) -> Path:
+    """`skip_unchanged`: leave a file that already holds `data` alone (files other processes may be reading,
+    e.g. the domain tasks' data while another sweep cell's lm-eval runs). `mode`: the file's permissions
+    (a temp file is created 0600; a report page is meant to be read by others: 0644)."""
+    path = Path(path)
+    if skip_unchanged and path.is_file() and path.read_bytes() == data:
+        return path
+    tmp = _finished_temp_file(path, data, mode)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -38,8 +48,12 @@ def write_text_atomic(path: Path, text: str, *, mode: int | None = None) -> Path
     return write_bytes_atomic(path, text.encode("utf-8"), mode=mode)
 
 
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, indent=1, sort_keys=True, default=str).encode("utf-8")
+
+
 def write_json_atomic(path: Path, obj: Any) -> Path:
-    return write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True, default=str))
+    return write_bytes_atomic(path, _json_bytes(obj))
 
 
 def create_json_exclusive(path: Path, obj: Any) -> bool:
@@ -49,19 +63,14 @@ def create_json_exclusive(path: Path, obj: Any) -> bool:
     path = Path(path)
     if path.exists():
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = _finished_temp_file(path, _json_bytes(obj), None)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(json.dumps(obj, indent=1, sort_keys=True, default=str).encode("utf-8"))
-            fh.flush()
-            os.fsync(fh.fileno())
         os.link(tmp, path)
         return True
     except FileExistsError:
         return False
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 def read_json(path: Path) -> Any | None:

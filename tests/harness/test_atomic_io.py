@@ -40,3 +40,12 @@ def test_a_report_page_is_readable_by_others(tmp_path):
     assert stat.S_IMODE(os.stat(page).st_mode) == 0o644 and page.read_text("utf-8") == "<p>é</p>"
     write_bytes_atomic(tmp_path / "cache.json", b"{}")
     assert stat.S_IMODE(os.stat(tmp_path / "cache.json").st_mode) == 0o600  # caches stay private
+
+
+def test_an_exclusive_create_keeps_the_first_writers_file(tmp_path):
+    from harness.atomic_io import create_json_exclusive
+
+    path = tmp_path / "plans" / "p.json"
+    assert create_json_exclusive(path, {"budget": 16}) is True
+    assert create_json_exclusive(path, {"budget": 64}) is False
+    assert '"budget": 16' in path.read_text() and [p.name for p in path.parent.iterdir()] == ["p.json"]
