@@ -50,6 +50,7 @@ from typing import Any, Collection, Iterable, Literal, Mapping, Sequence
 import numpy as np
 
 from harness.atomic_io import create_json_exclusive
+from harness.errors import HarnessInputError
 
 BET_CAP = 0.5  # c: a bet never stakes more than half the capital on one item (WSR's c = 1/2)
 # Paired differences (policy - baseline per item, mostly 0: unchanged items) have a small variance, so the
@@ -514,11 +515,8 @@ def recorded_plan(cache_dir: Path | None, identity: Mapping[str, Any], budget: i
     `<cache_dir>/sequential_plans/` by `identity` (the comparison: eval, judge, first items); without a cache
     every run plans with its own budget. Deleting the record starts a new test. A record that is not a plan is an
     input error naming the file (a hand edit must not silently start a new test)."""
-    from harness.errors import HarnessInputError
-
-    fresh = SequentialPlan(budget, batch)
     if cache_dir is None:
-        return fresh
+        return SequentialPlan(budget, batch)
     key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:24]
     path = Path(cache_dir) / "sequential_plans" / f"{key}.json"
     # first writer wins: a concurrent run of the same comparison reads the plan the other one recorded
