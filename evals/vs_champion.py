@@ -4,8 +4,9 @@ answers to the same eval prompts, in both orders, by the win-rate eval's judge a
 "Ship it" means "better than what ships now", a paired question: is the candidate's answer better than the
 champion's to the same prompt? Two win rates each measured against its own reference, on different
 samples, do not answer it. The champion's answers come from the pipeline (`EvalContext.champion_out`: its
-registered checkpoint rebuilt on its base model, or its answers served from the generation cache by its
-fingerprint, harness.compare); this module only judges, with evals.pairwise.head_to_head, which is also what `harness compare
+registered MLflow Model, hash-checked and loaded through `mlflow.pyfunc.load_model` as a user loads it, or
+its answers served from the generation cache by its checkpoint's fingerprint, harness.compare); this module
+only judges, with evals.pairwise.head_to_head, which is also what `harness compare
 CANDIDATE CHAMPION` calls, so the command reproduces a run's numbers exactly.
 
 Recorded as `winrate_vs_champion/<metric>`: the `winrate/*` set (raw, LC and style-controlled win rates with

@@ -18,9 +18,12 @@ with zero spread).
 Settings come from run A (prompt count and seed, max_new_tokens, judge, bootstrap); each side keeps its
 own seed in its decoding settings (greedy decoding ignores it) so that its cached answers are found.
 The pipeline's head-to-head with the champion (evals.vs_champion, `winrate_vs_champion/*`) is built from
-the same pieces: `champion_answers` gives it the champion's answers through `recorded_policy` and
-`recorded_answers`, and both judge with evals.pairwise.head_to_head, so `harness compare CANDIDATE
-CHAMPION` reproduces a run's `winrate_vs_champion/*` exactly (same prompts, answers, judge and settings).
+the same pieces, except that the champion is what the registry holds: `champion_answers` checks the
+champion's run (`recorded_policy`), downloads its registered MLflow Model, checks it against the hashes
+recorded at the run's end and at promotion, and takes its answers from the generation cache or, failing
+that, from the model loaded through `mlflow.pyfunc.load_model` (`registered_answers`). Both judge with
+evals.pairwise.head_to_head, so `harness compare CANDIDATE CHAMPION` reproduces a run's
+`winrate_vs_champion/*` exactly (same prompts, answers, judge and settings).
 """
 from __future__ import annotations
 
@@ -120,31 +123,48 @@ def _pristine_fingerprint(config, base=None) -> str:
                              revision=revision)
 
 
+def _greedy_settings(policy: RecordedPolicy, max_new_tokens: int):
+    from evals.generation import DecodingSettings
+
+    return DecodingSettings(max_new_tokens=max_new_tokens, temperature=0.0, seed=policy.config.seed)
+
+
+def _cache_entry(policy: RecordedPolicy, prompts: list[str], max_new_tokens: int, fingerprint: str) -> Path:
+    """Where evals.generation.generate keeps these answers of the checkpoint with `fingerprint`."""
+    from evals.generation import cache_key
+
+    key = cache_key(fingerprint, prompts, _greedy_settings(policy, max_new_tokens))
+    return Path(policy.config.resolved_cache_dir) / "generations" / f"{key}.json"
+
+
+def cached_answers(policy: RecordedPolicy, prompts: list[str], *, max_new_tokens: int, base=None
+                   ) -> RecordedAnswers | None:
+    """The policy's greedy answers to `prompts` as its run (or an earlier compare) left them in the generation
+    cache, found by the checkpoint's fingerprint without loading any weights; None when not there."""
+    from evals.generation import Completion
+    from harness.atomic_io import read_json
+
+    # the pristine base's fingerprint needs no weights for a local or embedded model (its digests are cached);
+    # a hub id's needs the commit a loaded model has, so without `base` it misses here
+    fingerprint = checkpoint_fingerprint(policy.checkpoint_dir, _pristine_fingerprint(policy.config, base))
+    cached = read_json(_cache_entry(policy, prompts, max_new_tokens, fingerprint))
+    return None if cached is None else RecordedAnswers([Completion(**c) for c in cached], fingerprint, "cache")
+
+
 def recorded_answers(policy: RecordedPolicy, prompts: list[str], *, max_new_tokens: int, base=None) -> RecordedAnswers:
     """The policy's greedy answers to `prompts` (the pipeline's decoding: evals.generation.generate), from
     the run's generation cache when there (no model is loaded then), else generated on the rebuilt
     checkpoint and cached. `base`: a harness.models.LoadedModel of the run's base model to copy instead of
     loading it from disk; used only when its fingerprint is the pristine base's (an iterative round's merged
     reference is not)."""
-    from evals.generation import Completion, DecodingSettings, cache_key, generate
-    from harness.atomic_io import read_json
+    from evals.generation import generate
     from harness.models import load_checkpoint, load_model
 
+    found = cached_answers(policy, prompts, max_new_tokens=max_new_tokens, base=base)
+    if found is not None:
+        return found
     config = policy.config
     m = config.model
-    settings = DecodingSettings(max_new_tokens=max_new_tokens, temperature=0.0, seed=config.seed)
-    cache_dir = config.resolved_cache_dir
-    label = f"run {policy.run_id[:8]}"
-
-    def entry(fingerprint: str) -> Path:  # where evals.generation.generate keeps the answers
-        return Path(cache_dir) / "generations" / f"{cache_key(fingerprint, prompts, settings)}.json"
-
-    # the pristine base's fingerprint needs no weights for a local or embedded model (its digests are cached);
-    # a hub id's needs the commit a loaded model has, so without `base` it misses here and is loaded below
-    fingerprint = checkpoint_fingerprint(policy.checkpoint_dir, _pristine_fingerprint(config, base))
-    cached = read_json(entry(fingerprint))
-    if cached is not None:
-        return RecordedAnswers([Completion(**c) for c in cached], fingerprint, "cache")
     if base is not None and base.fingerprint != _pristine_fingerprint(config, base):
         base = None  # another model, or an iterative round's merged reference that only kept the name
     if base is None:
@@ -154,27 +174,66 @@ def recorded_answers(policy: RecordedPolicy, prompts: list[str], *, max_new_toke
     else:
         model = copy.deepcopy(base.model)  # load_checkpoint wraps (and, for a stack, merges into) the model
     fingerprint = checkpoint_fingerprint(policy.checkpoint_dir, base.fingerprint)
-    cached = entry(fingerprint).exists()
+    cached = _cache_entry(policy, prompts, max_new_tokens, fingerprint).exists()
     rebuilt = load_checkpoint(policy.checkpoint_dir, model)
-    completions = generate(rebuilt, base.tokenizer, prompts, settings, model_fingerprint=fingerprint,
-                           cache_dir=cache_dir, batch_size=config.eval.batch_size, label=label)
+    completions = generate(rebuilt, base.tokenizer, prompts, _greedy_settings(policy, max_new_tokens),
+                           model_fingerprint=fingerprint, cache_dir=config.resolved_cache_dir,
+                           batch_size=config.eval.batch_size, label=f"run {policy.run_id[:8]}")
     return RecordedAnswers(completions, fingerprint, "cache" if cached else "generated")
 
 
-def champion_answers(tracker, champion: tuple[str, str] | None, prompts: list[str], *, max_new_tokens: int,
-                     base=None) -> Callable[[], list] | None:
+def registered_answers(tracker, model_name: str, version: str, policy: RecordedPolicy, prompts: list[str], *,
+                       max_new_tokens: int, workdir: Path) -> RecordedAnswers:
+    """A registered version's greedy answers to `prompts`: the version's MLflow Model is downloaded from the
+    registry and checked first (its packaged checkpoint must hash to what the run's evidence recorded, and
+    the whole folder, whose entry code loading runs, to what promotion recorded on the version); the answers
+    then come from the generation cache by the checkpoint's fingerprint, else the model is loaded through
+    MLflow's own pyfunc API, as a user loads it, and answers with the pipeline's decoding. EvidenceError
+    (exit 2) when the registered files are not the ones promoted."""
+    from evals.generation import generate
+    from harness.promotion import EvidenceError, files_under, tree_sha256
+    from harness.served_model import CHECKPOINT_ARTIFACT, load_served_model
+
+    folder = tracker.download_version(model_name, version, Path(workdir) / "registered")
+    packaged = folder / "artifacts" / CHECKPOINT_ARTIFACT
+    problems = []
+    if not packaged.is_dir() or tree_sha256(files_under(packaged)) != policy.checkpoint_sha256:
+        problems.append(f"its packaged checkpoint does not match run {policy.run_id}'s recorded hash")
+    want = tracker.version_tags(model_name, version).get("harness.served_model_sha256")
+    # MLflow writes `registered_model_meta` (the name and version) into a `models:/` download: not stored
+    stored = {name: f for name, f in files_under(folder).items() if name != "registered_model_meta"}
+    if want is None or tree_sha256(stored) != want:
+        problems.append("its model folder does not match the hash recorded when it was promoted")
+    if problems:
+        raise EvidenceError(f"{model_name} version {version}: refusing to load it", problems)
+    found = cached_answers(policy, prompts, max_new_tokens=max_new_tokens)
+    if found is not None:
+        return found
+    config = policy.config
+    served = load_served_model(folder, config.resolved_cache_dir)
+    fingerprint = checkpoint_fingerprint(packaged, served.base_fingerprint)
+    completions = generate(served.model, served.tokenizer, prompts, _greedy_settings(policy, max_new_tokens),
+                           model_fingerprint=fingerprint, cache_dir=config.resolved_cache_dir,
+                           batch_size=config.eval.batch_size, label=f"{model_name} v{version}")
+    return RecordedAnswers(completions, fingerprint, "registered model")
+
+
+def champion_answers(tracker, model_name: str, champion: tuple[str, str] | None, prompts: list[str], *,
+                     max_new_tokens: int) -> Callable[[], list] | None:
     """For a pipeline's EvalContext: () -> the champion's greedy answers to `prompts` (evals.generation
-    Completions), as `harness compare` gets them (recorded_policy: refused unless its evidence is intact;
-    recorded_answers: from the generation cache by its checkpoint's fingerprint, else rebuilt and
-    generated), computed only when the head-to-head eval asks. None when there is no champion."""
+    Completions), computed only when the head-to-head eval asks: its run refused unless its evidence is intact
+    (recorded_policy), its registered MLflow Model checked and loaded through MLflow (registered_answers), or
+    its answers served from the generation cache by its checkpoint's fingerprint. None when there is no
+    champion."""
     if champion is None:
         return None
-    _, run_id = champion
+    version, run_id = champion
 
     def answers() -> list:
         with tempfile.TemporaryDirectory(prefix="harness-champion-") as tmp:
-            policy = recorded_policy(tracker, run_id, Path(tmp))
-            return recorded_answers(policy, prompts, max_new_tokens=max_new_tokens, base=base).completions
+            policy = recorded_policy(tracker, run_id, Path(tmp) / "run")
+            return registered_answers(tracker, model_name, version, policy, prompts, max_new_tokens=max_new_tokens,
+                                      workdir=Path(tmp)).completions
 
     return answers
 

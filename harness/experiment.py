@@ -190,7 +190,8 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks,
     rules = rules_for(config, iterating=start is not None)
     # what ships now, judged head to head with the policy (evals.vs_champion) when there is a champion
     ctx.champion = tracker.champion(config.registry.model_name, config.registry.alias)
-    ctx.champion_answers = champion_answers(tracker, ctx.champion, texts, max_new_tokens=config.eval.max_new_tokens)
+    ctx.champion_answers = champion_answers(tracker, config.registry.model_name, ctx.champion, texts,
+                                            max_new_tokens=config.eval.max_new_tokens)
     if config.eval.sequential is not None:  # with a champion, rules against it read the head-to-head
         compared = rules_vs_champion(rules, {} if ctx.champion is not None else None)
         ctx.sequential_targets = sequential_targets(compared, known_metrics(), config.gate.family_size)

@@ -100,6 +100,17 @@ class HarnessChatModel(mlflow.pyfunc.PythonModel):
         return [c.text for c in completions]
 
 
+def load_served_model(folder: Path, cache_dir: Path) -> HarnessChatModel:
+    """The MLflow Model at `folder` loaded through MLflow's own `mlflow.pyfunc.load_model` (as a user loads
+    `models:/NAME@champion`), base model from `cache_dir`: the harness's chat model inside it, whose
+    `model` and `tokenizer` the evals generate with. Runs the folder's entry code: check the folder first."""
+    loaded = mlflow.pyfunc.load_model(str(folder), model_config={"cache_dir": str(cache_dir)})
+    model = loaded.unwrap_python_model()
+    if not isinstance(model, HarnessChatModel):
+        raise TypeError(f"{folder}: not a harness model ({type(model).__name__})")
+    return model
+
+
 def _pinned(names: tuple[str, ...]) -> list[str]:
     out = []
     for name in names:

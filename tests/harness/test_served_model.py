@@ -198,3 +198,50 @@ def test_a_fresh_process_loads_the_champion_offline(setup, tmp_path, model_cache
                               timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == expected
+
+
+def test_the_head_to_head_loads_the_registered_champion_through_mlflow_and_refuses_edited_files(
+        setup, tmp_path, model_cache):
+    """The head-to-head's champion is the registered MLflow Model, loaded by MLflow's pyfunc API when the
+    generation cache lacks its answers. Edited registered files (the run's own checkpoint untouched) are
+    refused before anything loads: the packaged adapter, and the entry code that loading would run."""
+    from harness.compare import champion_answers, recorded_policy, registered_answers
+    from harness.models import load_checkpoint, load_model
+
+    tracker, config, base = setup
+    folder = _adapter(base.model, base.tokenizer, tmp_path / "adapter", seed=5)
+    run_id = _record(tracker, config, folder, "champion")
+    assert _promote(tracker, run_id).version == "1"
+    champion = tracker.champion(MODEL, "champion")
+    prompts = ["Name a planet nobody has asked about", "Say hi to the served model"]  # in no generation cache
+    max_new = config.eval.max_new_tokens
+    expected = _greedy(load_checkpoint(folder, load_model("embedded:tiny", model_cache).model), base.tokenizer,
+                       prompts, max_new)
+    policy = recorded_policy(tracker, run_id, tmp_path / "run")
+    first = registered_answers(tracker, MODEL, "1", policy, prompts, max_new_tokens=max_new, workdir=tmp_path / "a")
+    assert first.source == "registered model" and [c.text for c in first.completions] == expected
+    # generated once: the pipeline's next ask is served from the cache, by the checkpoint's fingerprint
+    again = registered_answers(tracker, MODEL, "1", policy, prompts, max_new_tokens=max_new, workdir=tmp_path / "b")
+    assert again.source == "cache" and again.completions == first.completions
+    answers = champion_answers(tracker, MODEL, champion, prompts, max_new_tokens=max_new)
+    assert answers is not None and [c.text for c in answers()] == expected
+
+    tracker.attach(run_id)
+    marker = tmp_path / "entry-code-ran"
+    hostile = tmp_path / "hostile"
+    hostile.mkdir()
+    (hostile / "served_model_entry.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\n" + (Path(__import__("harness").__file__).parent
+                                                    / "served_model_entry.py").read_text())
+    tracker.log_artifact(hostile / "served_model_entry.py", SERVED_MODEL)  # overwrites the stored entry file
+    with pytest.raises(EvidenceError, match="model folder does not match"):
+        champion_answers(tracker, MODEL, champion, ["another prompt"], max_new_tokens=max_new)()
+    assert not marker.exists()  # refused before MLflow ran it
+
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    (edited / "adapter_config.json").write_text("{}")
+    tracker.log_artifact(edited / "adapter_config.json", f"{SERVED_MODEL}/artifacts/checkpoint")
+    with pytest.raises(EvidenceError, match="packaged checkpoint does not match") as refused:
+        champion_answers(tracker, MODEL, champion, prompts, max_new_tokens=max_new)()  # even with answers cached
+    assert f"{MODEL} version 1" in str(refused.value)
