@@ -40,6 +40,50 @@ register_metric("winrate/sequential_stopped_early", higher_is_better=None, unit=
                 description="eval.sequential: 1.0 when every win-rate rule was decided before the budget")
 
 
+# the three win rates again on the prompts where neither judged answer hit max_new_tokens (complete cases)
+UNCUT_PROMPTS = "winrate/uncut_prompts"
+MIN_UNCUT = 5  # fewest such prompts to report them at all (the controlled fits need more to be identified)
+register_metric(UNCUT_PROMPTS, higher_is_better=None, unit="prompts",
+                description="judged prompts where neither answer hit max_new_tokens: what the winrate/uncut_* rates read")
+
+
+def uncut_key(key: str) -> str:
+    """`winrate/lc_win_rate_pct` -> `winrate/uncut_lc_win_rate_pct`."""
+    return key.replace("/", "/uncut_", 1)
+
+
+for _key, _what in ((RAW, "raw win rate"), (LC, "LC win rate"), (STYLE, "style-controlled win rate")):
+    register_metric(uncut_key(_key), higher_is_better=True, unit="pct", neutral=50.0,
+                    description=f"the {_what} on the judged prompts where neither answer was cut at max_new_tokens: "
+                                "a check of what censoring did to the headline rate. Complete cases: a prompt either "
+                                "model loops on is left out, so a policy that starts looping is invisible here (the "
+                                "gate's defaults read the rates on every prompt)",
+                    missing_reason=f"fewer than {MIN_UNCUT} judged prompts with neither answer cut, or not identified "
+                                   "on them")
+
+
+def uncut_winrates(verdicts: list[float], reference: list[str], policy: list[str], hit_limit: tuple[list[bool], list[bool]],
+                   summary: dict, *, n_bootstrap: int, seed: int) -> dict[str, float | str]:
+    """`winrate/uncut_*`: raw, LC and style-controlled win rates (with stderr and interval) on the prompts whose
+    two answers both ended before max_new_tokens. `summary`: the rates on every prompt, which these equal
+    (copied, not refitted) when nothing was cut."""
+    keep = [i for i, (r, p) in enumerate(zip(*hit_limit)) if not (r or p)]
+    out: dict[str, float | str] = {UNCUT_PROMPTS: float(len(keep))}
+    rates = (RAW, LC, STYLE)
+    if len(keep) < MIN_UNCUT:
+        return out | {f"{uncut_key(k)}_missing_reason": f"{len(keep)} judged prompts with neither answer cut at "
+                                                         f"max_new_tokens, fewer than {MIN_UNCUT}" for k in rates}
+    if len(keep) < len(verdicts):
+        summary = winrate_statistics([verdicts[i] for i in keep], [len(reference[i]) for i in keep],
+                                     [len(policy[i]) for i in keep], reference_texts=[reference[i] for i in keep],
+                                     policy_texts=[policy[i] for i in keep], n_bootstrap=n_bootstrap,
+                                     seed=seed).summary_with_reasons()
+    for k in rates:
+        out |= {uncut_key(k) + suffix: summary[k + suffix] for suffix in ("", "_stderr", "_ci_low", "_ci_high",
+                                                                          "_missing_reason") if k + suffix in summary}
+    return out
+
+
 def winrate_eval(items: list[JudgeItem], judge="rule", *, n_bootstrap: int, seed: int, cache_dir=None,
                  verbosity_gap_pct: float = 10.0,
                  hit_limit: tuple[list[bool], list[bool]] | None = None,
@@ -68,6 +112,7 @@ def winrate_eval(items: list[JudgeItem], judge="rule", *, n_bootstrap: int, seed
         summary["winrate/verbosity_alarm_missing_reason"] = stats.lc_reason
     if hit_limit is not None:
         summary["winrate/lengths_censored"] = float(is_censored(hit_limit[1], hit_limit[0], max_truncated_pct))
+        summary |= uncut_winrates(verdicts, reference, policy, hit_limit, summary, n_bootstrap=n_bootstrap, seed=seed)
     return summary, verdicts
 
 

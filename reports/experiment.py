@@ -403,21 +403,31 @@ def winrate_rows(result: Any, evaluation: str = "winrate") -> dict | None:
     if finite(m.get(f"{evaluation}/win_rate_pct")) is None:
         return None
     read_by_gate = {str(mapping(c).get("metric")) for c in seq(r.get("checks"))}
-    rows = []
-    for label, key, flag in [(label, key.replace("winrate/", f"{evaluation}/"),
-                              flag and flag.replace("winrate/", f"{evaluation}/")) for label, key, flag in _WINRATES]:
+
+    def row(label: str, key: str, flag: str | None) -> dict:
         value = finite(m.get(key))
         reason = m.get(f"{key}_missing_reason")
         if not isinstance(reason, str) or not reason:
-            reason = (f"not identified ({flag} = 0)" if finite(m.get(flag)) == 0.0 else "not measured") if flag else ""
-        rows.append({"id": key.split("/")[1], "label": label, "key": key, "missing": value is None,
-                     "value": fmt(value), "stderr": fmt(finite(m.get(key + _STDERR))),
-                     "lo": fmt(finite(m.get(key + _CI_LOW))), "hi": fmt(finite(m.get(key + _CI_HIGH))),
-                     "gated": key in read_by_gate, "reason": fmt(reason if value is None else None)})
+            reason = (f"not identified ({flag} = 0)" if finite(m.get(flag)) == 0.0 else "not measured") if flag else \
+                "not measured"
+        return {"id": key.split("/")[1], "label": label, "key": key, "missing": value is None,
+                "value": fmt(value), "stderr": fmt(finite(m.get(key + _STDERR))),
+                "lo": fmt(finite(m.get(key + _CI_LOW))), "hi": fmt(finite(m.get(key + _CI_HIGH))),
+                "gated": key in read_by_gate, "reason": fmt(reason if value is None else None)}
+
+    named = [(label, key.replace("winrate/", f"{evaluation}/"), flag and flag.replace("winrate/", f"{evaluation}/"))
+             for label, key, flag in _WINRATES]
+    rows = [row(label, key, flag) for label, key, flag in named]
     limit = finite(mapping(mapping(r.get("config")).get("eval")).get("max_truncated_pct"))
+    # the same rates on the prompts where neither answer was cut (evals.pairwise.uncut_winrates)
+    uncut_n, judged = finite(m.get(f"{evaluation}/uncut_prompts")), finite(m.get(f"{evaluation}/n"))
+    uncut = None
+    if uncut_n is not None:
+        uncut = {"prompts": fmt(uncut_n), "judged": fmt(judged), "all": uncut_n == judged,
+                 "rows": [row(label, key.replace("/", "/uncut_", 1), None) for label, key, _ in named]}
     return {"rows": rows, "censored": finite(m.get(f"{evaluation}/lengths_censored")) == 1.0,
             "max_truncated_pct": None if limit is None else fmt_float(limit),
-            "gate_reads_none": not any(row["gated"] for row in rows)}
+            "gate_reads_none": not any(row["gated"] for row in rows), "uncut": uncut}
 
 
 def head_to_head_rows(result: Any) -> dict | None:

@@ -68,3 +68,38 @@ def test_a_policy_that_always_follows_instructions_wins_every_prompt():
     assert "every verdict is the same" in summary["winrate/lc_win_rate_pct_missing_reason"]
     assert "winrate/verbosity_alarm" not in summary and "winrate/raw_minus_lc_pct" not in summary
     assert summary["winrate/lengths_censored"] == 1.0  # 2 of 10 policy answers were cut
+
+
+def test_the_uncut_win_rates_read_only_prompts_whose_two_answers_both_ended():
+    import evals.vs_champion  # noqa: F401  (declares the head-to-head metrics)
+    from evals.metrics import METRICS
+
+    prompt = VerifiablePrompt("tea", (Instruction("lowercase"),))
+    wins, losses = 6, 4  # the rule judge: the lowercase answer wins
+    items = _items(["HELLO " * (i + 1) for i in range(wins)] + ["hello " * (i + 1) for i in range(losses)],
+                   ["hello " * (i + 2) for i in range(wins)] + ["HELLO " * (i + 2) for i in range(losses)], prompt)
+    reference_cut = [False] * 6 + [True] + [False] * 3  # one loss cut on the reference's side
+    policy_cut = [True, True] + [False] * 8  # two wins cut on the policy's side
+    summary, verdicts = winrate_eval(items, "rule", n_bootstrap=0, seed=0, hit_limit=(reference_cut, policy_cut))
+    assert verdicts == [2.0] * 6 + [1.0] * 4 and summary["winrate/win_rate_pct"] == pytest.approx(60.0)
+    # by hand: 7 prompts with neither answer cut, 4 won (prompts 2-5) and 3 lost (7-9)
+    assert summary["winrate/uncut_prompts"] == 7.0
+    assert summary["winrate/uncut_win_rate_pct"] == pytest.approx(100 * 4 / 7)
+    low, high = summary["winrate/uncut_win_rate_pct_ci_low"], summary["winrate/uncut_win_rate_pct_ci_high"]
+    assert low < 100 * 4 / 7 < high and summary["winrate/uncut_win_rate_pct_stderr"] > 0
+    # the controlled rates are there or missing with a reason, never silently absent
+    for key in ("winrate/uncut_lc_win_rate_pct", "winrate/uncut_style_controlled_pct"):
+        assert (key in summary) != (f"{key}_missing_reason" in summary)
+
+    # nothing cut: the same numbers as on every prompt
+    whole, _ = winrate_eval(items, "rule", n_bootstrap=0, seed=0, hit_limit=([False] * 10, [False] * 10))
+    assert whole["winrate/uncut_prompts"] == 10.0
+    assert {k.replace("uncut_", ""): v for k, v in whole.items() if "/uncut_" in k and "prompts" not in k} == {
+        k: v for k, v in whole.items() if k.startswith(("winrate/win_rate_pct", "winrate/lc_win_rate_pct",
+                                                         "winrate/style_controlled_pct"))}
+    # fewer than 5 such prompts: missing, with the count in the reason (a rule on them fails closed)
+    few, _ = winrate_eval(items, "rule", n_bootstrap=0, seed=0, hit_limit=([True] * 6 + [False] * 4, [False] * 10))
+    assert few["winrate/uncut_prompts"] == 4.0 and "winrate/uncut_win_rate_pct" not in few
+    assert few["winrate/uncut_win_rate_pct_missing_reason"].startswith("4 judged prompts with neither answer cut")
+    # declared like the headline rates, head to head too
+    assert METRICS.get("winrate_vs_champion/uncut_lc_win_rate_pct").higher_is_better is True

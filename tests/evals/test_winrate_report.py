@@ -46,3 +46,27 @@ def test_identified_rates_show_their_intervals_and_an_old_run_without_reasons_st
     old = {"winrate/win_rate_pct": 60.0, "winrate/lc_identified": 0.0}
     assert "lc_identified = 0" in winrate_rows(_result(old, []))["rows"][1]["reason"].text
     assert winrate_rows(_result({}, [])) is None
+
+
+def test_the_rates_on_whole_answers_are_shown_beside_the_headline_when_answers_were_cut():
+    from evals.judges import JudgeItem
+    from evals.pairwise import winrate_eval
+    from harness.data.verifiable import Instruction, VerifiablePrompt
+
+    prompt = VerifiablePrompt("tea", (Instruction("lowercase"),))
+    rng = np.random.default_rng(2)
+    lower = rng.random(30) < 0.6  # the rule judge: the lowercase answer wins; two capitalised answers tie
+    items = [JudgeItem(prompt.text, "Answer " * int(rng.integers(1, 9)),
+                       ("answer " if low else "ANSWER ") * int(rng.integers(1, 9)), prompt) for low in lower]
+    cut = list(rng.random(30) < 0.3)
+    metrics, _ = winrate_eval(items, "rule", n_bootstrap=0, seed=0, hit_limit=([False] * 30, cut))
+    kept = 30 - sum(cut)
+    html = render_html(_result(metrics, []))
+    assert f"{kept} of 30 judged prompts" in html and 'id="winrates-uncut-table"' in html
+    assert 'id="uncut-uncut_win_rate_pct"' in html
+    uncut = winrate_rows(_result(metrics, []))["uncut"]
+    by_hand = 100 * float(np.mean(np.where(lower, 1.0, 0.5)[~np.array(cut)]))
+    assert float(uncut["rows"][0]["value"].text) == round(by_hand, 4)
+    whole, _ = winrate_eval(items, "rule", n_bootstrap=0, seed=0, hit_limit=([False] * 30, [False] * 30))
+    html = render_html(_result(whole, []))
+    assert "these are the rates on whole answers" in html and 'id="winrates-uncut-table"' not in html
