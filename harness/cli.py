@@ -95,14 +95,15 @@ def _print_summary(result) -> None:
     console.print(f"verdict: [bold {color}]{result.verdict}[/]   run_id: {result.run_id}")
     if result.champion_version:
         console.print(f"registered as version {result.champion_version} and aliased champion")
-    rounds = getattr(result, "rounds", None)  # an iterative experiment: one line per round
-    if rounds:
+    from harness.iterative import IterativeResult  # loaded already: the run just used it
+
+    if isinstance(result, IterativeResult) and result.rounds:  # an iterative experiment: one line per round
         table = Table(title="rounds")
         for col in ("round", "reference", "pairs", "LC win % vs prev", "LC win % vs start", "KL k3 vs prev",
                     "KL k3 vs start", "verdict"):
             table.add_column(col)
         fmt = lambda v: "—" if v is None else f"{v:.3g}"  # noqa: E731
-        for r in rounds:
+        for r in result.rounds:
             m = r.result.metrics
             ref = "start" if r.reference["round"] == 0 else f"round {r.reference['round']}"
             color = "green" if r.result.verdict == "PROMOTE" else "red"
