@@ -54,10 +54,15 @@ class Assumptions:
     # KL is: docs/gate_validity.md; the demo's cells measured 0.25-1.55 nats); 0 for a policy that changed nothing
     kl_mean_nats: float = 1.0
     kl_gamma_shape: float = 0.5
+    # share of each side's answers cut at max_new_tokens, drawn per answer: above eval.max_truncated_pct on either side
+    # the length ratios are censored and a rule on them fails closed (the demo's SmolLM2 answers loop on 0.29-0.33 of
+    # prompts); 0 assumes every answer ends
+    truncated_share: float = 0.0
 
     def problems(self) -> list[str]:
         ranges = {"tie_share": (0.0, 1.0, False), "discordant_share": (0.0, 1.0, True),
-                  "reference_accuracy": (0.0, 1.0, True), "length_correlation": (-1.0, 1.0, True)}
+                  "reference_accuracy": (0.0, 1.0, True), "length_correlation": (-1.0, 1.0, True),
+                  "truncated_share": (0.0, 1.0, True)}
         out = []
         for key, value in asdict(self).items():
             low, high, closed = ranges.get(key, (0.0, math.inf, False))
@@ -93,7 +98,7 @@ def parse_assumptions(pairs: list[str]) -> Assumptions:
 
 
 POWER_TARGET = 0.8
-PLAN_VERSION = 6  # bump when the simulation or the statistics it calls change: cached plans are keyed by it
+PLAN_VERSION = 7  # bump when the simulation or the statistics it calls change: cached plans are keyed by it
 SIZE_GRID = (12, 24, 48, 96, 192, 400, 805, 1600)
 
 
@@ -129,6 +134,7 @@ class Sizes:
     prompts_source: str = ""  # how n_prompts was found, in words (printed with the plan)
     prompts_exact: bool = True  # False: assumed, the prompt set cannot be sized before a run
     kl_samples: int = 0  # eval.kl.n_prompts; 0: KL rules are not simulated
+    max_truncated_pct: float = 10.0  # eval.max_truncated_pct: above it on either side the length ratios are censored
 
 
 def eval_sizes(config: ExperimentConfig, *, evaluated_prompts: int | None = None) -> Sizes:
@@ -148,11 +154,12 @@ def eval_sizes(config: ExperimentConfig, *, evaluated_prompts: int | None = None
         budget = config.eval.sequential.max_prompts if config.eval.sequential is not None else None
         if budget is not None and budget < evaluated_prompts:  # judging stops at the budget, at the latest
             return Sizes(budget, items, f"{int(evaluated_prompts)} prompts, as the run evaluated; judged at most "
-                                        f"eval.sequential.max_prompts = {budget}", True, config.eval.kl.n_prompts)
+                                        f"eval.sequential.max_prompts = {budget}", True, config.eval.kl.n_prompts,
+                         config.eval.max_truncated_pct)
         return Sizes(int(evaluated_prompts), items, f"{int(evaluated_prompts)} prompts, as the run evaluated", True,
-                     config.eval.kl.n_prompts)
+                     config.eval.kl.n_prompts, config.eval.max_truncated_pct)
     n, source, exact = prompt_count(config)
-    return Sizes(n, items, source, exact, config.eval.kl.n_prompts)
+    return Sizes(n, items, source, exact, config.eval.kl.n_prompts, config.eval.max_truncated_pct)
 
 
 def prompt_count(config: ExperimentConfig) -> tuple[int, str, bool]:
@@ -270,16 +277,25 @@ def _reference() -> dict[str, float]:
 
 def _kl_and_length(scenario: Scenario, sizes: Sizes, ref_chars: np.ndarray, pol_chars: np.ndarray,
                    rng: np.random.Generator) -> dict[str, float]:
-    """The length eval on the simulated answers (uncensored) and, with KL samples, the KL eval on per-sequence
-    KL drawn from the assumed distribution, each measured by the eval's own statistics."""
+    """The length eval on the simulated answers and, with KL samples, the KL eval on per-sequence KL drawn from the
+    assumed distribution, each measured by the eval's own statistics. Each answer is cut with the assumed
+    `truncated_share`, independently on the two sides (an unchanged policy's are the reference's): the flags decide
+    censoring, as in a run, while the lengths stay as drawn."""
     from evals.kl import KLEstimate
     from evals.length import length_summary
 
     a = scenario.assumptions
     ref_tokens = np.maximum(1, np.round(ref_chars / a.chars_per_token)).astype(int)
     pol_tokens = np.maximum(1, np.round(pol_chars / a.chars_per_token)).astype(int)
-    out = {k: float(v) for k, v in length_summary(pol_tokens.tolist(), ref_tokens.tolist(), pol_chars.astype(int).tolist(),
-                                                  ref_chars.astype(int).tolist()).items() if not isinstance(v, str)}
+    def cut(n: int) -> list[bool]:  # no draw at share 0: the plans of configs that assume no cut answers stay as they were
+        return (rng.random(n) < a.truncated_share).tolist() if a.truncated_share > 0 else [False] * n
+
+    ref_cut = cut(len(ref_chars))
+    pol_cut = cut(len(pol_chars)) if scenario.changed else ref_cut
+    measured = length_summary(pol_tokens.tolist(), ref_tokens.tolist(), pol_chars.astype(int).tolist(),
+                              ref_chars.astype(int).tolist(), policy_hit_limit=pol_cut, reference_hit_limit=ref_cut,
+                              max_truncated_pct=sizes.max_truncated_pct)
+    out = {k: float(v) for k, v in measured.items() if not isinstance(v, str)}
     if sizes.kl_samples:
         kl = (rng.gamma(a.kl_gamma_shape, a.kl_mean_nats / a.kl_gamma_shape, sizes.kl_samples) if scenario.changed
               else np.zeros(sizes.kl_samples)).tolist()
@@ -487,9 +503,11 @@ def _size_for_power(rules, scenario, sizes, sims, family_size, rng) -> int | Non
     non-inferiority, so they block it anyway - the block rates at the configured size say enough."""
     for size in SIZE_GRID:
         if scenario.name == "non_inferior":
-            trial = Sizes(LARGE, {k: size for k in sizes.domain_items}, kl_samples=sizes.kl_samples)
+            trial = Sizes(LARGE, {k: size for k in sizes.domain_items}, kl_samples=sizes.kl_samples,
+                          max_truncated_pct=sizes.max_truncated_pct)
         else:
-            trial = Sizes(size, {k: LARGE for k in sizes.domain_items}, kl_samples=sizes.kl_samples)
+            trial = Sizes(size, {k: LARGE for k in sizes.domain_items}, kl_samples=sizes.kl_samples,
+                          max_truncated_pct=sizes.max_truncated_pct)
         if _rates(rules, scenario, trial, sims, family_size, rng).promote_rate >= POWER_TARGET:
             return size
     return None

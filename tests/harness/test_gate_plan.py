@@ -245,3 +245,40 @@ def test_a_named_regression_is_the_drop_the_plan_simulates(discordant_share):
         scenario = gate_plan.Scenario("regressed", "", "BLOCK", win_shift_pct=25.0, acc_shift=-drop, assumptions=a)
         ref, pol = gate_plan._items(scenario, 200_000, rng)
         assert pol.mean() - ref.mean() == pytest.approx(-drop, abs=0.005)
+
+
+def test_cut_answers_censor_the_length_ratio_as_often_as_the_binomial_says():
+    """--assume truncated_share: each answer is cut with that probability; above eval.max_truncated_pct on either
+    side a run drops the length ratios and a rule on them fails closed. At the demo's 24 prompts, 30% loops and a
+    35% threshold, that is P(more than 8 of 24 cut) on either of two independent sides, computed by hand; an
+    unchanged policy's answers are the reference's, so one side decides."""
+    def at_most(k: int, n: int, p: float) -> float:
+        return sum(math.comb(n, j) * p ** j * (1 - p) ** (n - j) for j in range(k + 1))
+
+    n, share, sims = 24, 0.3, 3000
+    assumptions = gate_plan.Assumptions(truncated_share=share)
+    sizes = Sizes(n, {}, max_truncated_pct=35.0)
+    changed = gate_plan.Scenario("equal", "", "BLOCK", assumptions=assumptions)
+    unchanged = gate_plan.Scenario("same", "", "BLOCK", changed=False, assumptions=assumptions)
+    rng = np.random.default_rng(0)
+    for scenario, want in ((changed, 1 - at_most(8, n, share) ** 2), (unchanged, 1 - at_most(8, n, share))):
+        censored = 0
+        for _ in range(sims):
+            _, ref_chars, pol_chars = gate_plan._answers(scenario, n, rng)
+            out = gate_plan._kl_and_length(scenario, sizes, ref_chars, pol_chars, rng)
+            censored += "length/ratio_tokens" not in out
+            assert out["length/censored"] == float("length/ratio_tokens" not in out)
+        assert censored / sims == pytest.approx(want, abs=4 * math.sqrt(want * (1 - want) / sims)), scenario.name
+    # a plan with the demo's length cap shows it far less often once loops are assumed, and says what it assumed
+    config = _tiny(**{"eval.max_truncated_pct": 35})
+    config.gate.rules = [GateRule(name="length_ratio_cap", metric="length/ratio_tokens", max=1.5)]
+    rates = {}
+    for assumed in (0.0, share):
+        plan = plan_gate(config, sims=200, effects_pct=[], regressions=[], search_sims=0,
+                         sizes=gate_plan.eval_sizes(config, evaluated_prompts=200),
+                         assumptions=gate_plan.Assumptions(truncated_share=assumed))
+        rates[assumed] = next(s for s in plan.scenarios if s.scenario == "equal_quality").promote_rate
+        assert plan.assumptions["truncated_share"] == assumed
+    assert rates[0.0] > 0.9 and rates[share] < rates[0.0]
+    with pytest.raises(Exception, match="truncated_share"):
+        gate_plan.parse_assumptions(["truncated_share=1.5"])
