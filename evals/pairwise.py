@@ -67,6 +67,9 @@ def uncut_winrates(verdicts: list[float], reference: list[str], policy: list[str
     """`winrate/uncut_*`: raw, LC and style-controlled win rates (with stderr and interval) on the prompts whose
     two answers both ended before max_new_tokens. `summary`: the rates on every prompt, which these equal
     (copied, not refitted) when nothing was cut."""
+    if not len(hit_limit[0]) == len(hit_limit[1]) == len(verdicts):
+        raise ValueError(f"uncut_winrates: {len(verdicts)} verdicts but {len(hit_limit[0])} and {len(hit_limit[1])} "
+                         "hit-limit flags")
     keep = [i for i, (r, p) in enumerate(zip(*hit_limit)) if not (r or p)]
     out: dict[str, float | str] = {UNCUT_PROMPTS: float(len(keep))}
     rates = (RAW, LC, STYLE)
@@ -81,6 +84,8 @@ def uncut_winrates(verdicts: list[float], reference: list[str], policy: list[str
     for k in rates:
         out |= {uncut_key(k) + suffix: summary[k + suffix] for suffix in ("", "_stderr", "_ci_low", "_ci_high",
                                                                           "_missing_reason") if k + suffix in summary}
+        if k in summary:  # the gate's sample size for these (harness.gate.sample_size), not winrate/n
+            out[f"{uncut_key(k)}_n"] = float(len(keep))
     return out
 
 

@@ -519,6 +519,25 @@ def _check_gate_metrics(raw: dict) -> list[str]:
     return problems
 
 
+def _rules_no_sequential_bound_decides(config: ExperimentConfig) -> list[str]:
+    """With eval.sequential a win rate is judged until its rules are decided, so only the statistics the loop
+    tracks (evals.pairwise.BOUNDED) get anytime-valid bounds; a fixed-n bound read after such a stop does not
+    hold its level, and the gate refuses it. A bound rule on any other win-rate statistic could never pass."""
+    if config.eval.sequential is None:
+        return []
+    from evals.pairwise import BOUNDED
+
+    problems = []
+    for i, rule in enumerate(config.gate.rules):
+        evaluation, _, statistic = rule.metric.partition("/")
+        if (rule.statistic == "bound" and evaluation in ("winrate", "winrate_vs_champion", "winrate_vs_start")
+                and f"winrate/{statistic}" not in BOUNDED):
+            problems.append(f"gate.rules.{i} ({rule.name}): {rule.metric} gets no anytime-valid bound under "
+                            f"eval.sequential (only {', '.join(k.split('/')[1] for k in BOUNDED)} do), so its bound "
+                            "could never be shown; use `statistic: point`, or drop eval.sequential")
+    return problems
+
+
 def load_time_problems(config: ExperimentConfig) -> list[str]:
     """What would otherwise fail only after training: alias names, files, folders, domain task names."""
     from harness.tracking import alias_problem, model_name_problem  # MLflow's own naming rules, copied
@@ -536,6 +555,7 @@ def load_time_problems(config: ExperimentConfig) -> list[str]:
     if "ifeval_local" in config.eval.domain_tasks and data_file is not None and not Path(data_file).is_file():
         problems.append(f"eval.ifeval.data_file: {data_file} is not a file")
     problems += _unknown_domain_tasks(config.eval.domain_tasks)
+    problems += _rules_no_sequential_bound_decides(config)
     from evals.eval_prompts import prompt_spec_problems  # the form, the file, and a judge that can judge the set
 
     problems += prompt_spec_problems(config.eval.prompts, judge_name=config.eval.judge.name,

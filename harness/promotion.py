@@ -37,6 +37,7 @@ from harness.redaction import scrub_text
 EVIDENCE = "harness.evidence."  # param prefix of the recorded hashes
 CHECKPOINT = "checkpoint"  # the run's artifact folder holding its checkpoint (what the evidence hashes)
 SERVED_MODEL = "model"  # the MLflow Model around that checkpoint: what a version is registered from
+SERVED_MODEL_PARAM = "harness.served_model_sha256"  # that folder's hash, a run param (immutable) once packaged
 LEASE_TAG = "harness.promotion_lease"  # registered-model tag holding the remote promotion lease
 JUDGE_FINGERPRINT_TAG = "harness.judge_calibration.fingerprint"  # set by the run from the judge it used
 # on a sweep's parent run, once: the cell it selected ("-": none). A param, so the selection cannot be re-pointed
@@ -235,8 +236,10 @@ def log_served_model(tracker) -> dict[str, str]:
     """Package the run's (`tracker.run_id`) checkpoint as an MLflow Model (harness.served_model: a pyfunc
     that rebuilds base + adapters and answers prompts) under its `model` artifact, and return the version
     tags describing it. Built from the checkpoint as the store holds it, after checking it against the hash
-    recorded when the run ended: the files that ship are the files the evidence covers. Logged again at
-    every promotion attempt (an earlier attempt may have died mid-upload); the content is the same."""
+    recorded when the run ended: the files that ship are the files the evidence covers. Packaged once: the
+    folder's hash becomes an immutable run param (SERVED_MODEL_PARAM), and a later promotion of the same run
+    registers the folder already there (re-saving would change MLmodel's time and uuid under every version
+    registered from it). An attempt that died mid-upload recorded no hash, so the next one uploads again."""
     run_id = tracker.run_id
     params = tracker.get_run(run_id).data.params
     want = params.get(EVIDENCE + "checkpoint_sha256")
@@ -248,14 +251,31 @@ def log_served_model(tracker) -> dict[str, str]:
                                 [f"{CHECKPOINT}: stored content {'missing' if local is None else digest} does not "
                                  f"match the recorded hash {want}"])
         config = tracker.load_json(run_id, "config.json")
-        from harness.served_model import save_served_model  # imports mlflow.pyfunc: only when packaging
+        packaged = params.get(SERVED_MODEL_PARAM)
+        if packaged is not None:
+            stored = tracker.download_folder(run_id, SERVED_MODEL, Path(tmp) / "stored")
+            if stored is None or tree_sha256(files_under(stored)) != packaged:
+                raise EvidenceError(f"run {run_id}: refusing to register its model",
+                                    [f"{SERVED_MODEL}: the stored folder differs from the hash recorded when it was "
+                                     "packaged (edited afterwards)"])
+            served_sha = packaged
+        else:
+            from harness.served_model import save_served_model  # imports mlflow.pyfunc: only when packaging
 
-        folder = save_served_model(Path(tmp) / SERVED_MODEL, local, config,
-                                   metadata_tags={"harness.run_id": run_id, "harness.checkpoint_sha256": digest})
-        served_sha = tree_sha256(files_under(folder))
-        tracker.log_artifact(folder, SERVED_MODEL)
+            folder = save_served_model(Path(tmp) / SERVED_MODEL, local, config,
+                                       metadata_tags={"harness.run_id": run_id, "harness.checkpoint_sha256": digest})
+            served_sha = tree_sha256(files_under(folder))
+            tracker.log_artifact(folder, SERVED_MODEL)
+            tracker.log_evidence({SERVED_MODEL_PARAM: served_sha})  # after the upload: an interrupted one records none
     return {"harness.model_format": "mlflow-pyfunc", "harness.base_model": str(config["model"]["name"]),
             "harness.checkpoint_sha256": digest, "harness.served_model_sha256": served_sha}
+
+
+def served_model_hash(tracker, model_name: str, version: str, run_id: str) -> str | None:
+    """The hash a registered version's model folder must have: its run's immutable param, else (a version
+    packaged before that param existed) the version's tag; None when neither was recorded."""
+    return (tracker.get_run(run_id).data.params.get(SERVED_MODEL_PARAM)
+            or tracker.version_tags(model_name, version).get("harness.served_model_sha256"))
 
 
 # ---------------------------------------------------------------------------- the lock

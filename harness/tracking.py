@@ -296,13 +296,13 @@ class Tracker:
         return Path(_retry(self.client.download_artifacts, run_id, folder, str(dst)))
 
     def download_version(self, model_name: str, version: str, dst: Path) -> Path:
-        """A registered version's files (the MLflow Model folder it was created from) copied under `dst`,
-        fetched by its `models:/NAME/VERSION` URI from this store, as MLflow's own client resolves it."""
+        """A registered version's files (the MLflow Model folder it was created from) copied under `dst`, from
+        where this store's registry says the version lives (not through MLflow's process-wide registry URI)."""
         from mlflow.artifacts import download_artifacts
 
         Path(dst).mkdir(parents=True, exist_ok=True)
-        return Path(_retry(download_artifacts, artifact_uri=f"models:/{model_name}/{version}", dst_path=str(dst),
-                           tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri))
+        uri = _retry(self.client.get_model_version_download_uri, model_name, version)
+        return Path(_retry(download_artifacts, artifact_uri=uri, dst_path=str(dst), tracking_uri=self.tracking_uri))
 
     def log_evidence(self, params: dict[str, str]) -> None:
         """Content hashes as params, which MLflow keeps immutable. Not passed through `redact`: a hex

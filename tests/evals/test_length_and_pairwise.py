@@ -70,7 +70,7 @@ def test_a_policy_that_always_follows_instructions_wins_every_prompt():
     assert summary["winrate/lengths_censored"] == 1.0  # 2 of 10 policy answers were cut
 
 
-def test_the_uncut_win_rates_read_only_prompts_whose_two_answers_both_ended():
+def test_the_uncut_win_rates_read_only_prompts_whose_two_answers_both_ended(monkeypatch):
     import evals.vs_champion  # noqa: F401  (declares the head-to-head metrics)
     from evals.metrics import METRICS
 
@@ -91,12 +91,19 @@ def test_the_uncut_win_rates_read_only_prompts_whose_two_answers_both_ended():
     for key in ("winrate/uncut_lc_win_rate_pct", "winrate/uncut_style_controlled_pct"):
         assert (key in summary) != (f"{key}_missing_reason" in summary)
 
-    # nothing cut: the same numbers as on every prompt
+    assert summary["winrate/uncut_win_rate_pct_n"] == 7.0  # the gate's sample size for them, not winrate/n
+
+    # nothing cut: the same numbers as on every prompt, copied without a second fit
+    import evals.pairwise as pairwise
+
+    fits = []
+    real = pairwise.winrate_statistics
+    monkeypatch.setattr(pairwise, "winrate_statistics", lambda *a, **k: fits.append(1) or real(*a, **k))
     whole, _ = winrate_eval(items, "rule", n_bootstrap=0, seed=0, hit_limit=([False] * 10, [False] * 10))
-    assert whole["winrate/uncut_prompts"] == 10.0
-    assert {k.replace("uncut_", ""): v for k, v in whole.items() if "/uncut_" in k and "prompts" not in k} == {
-        k: v for k, v in whole.items() if k.startswith(("winrate/win_rate_pct", "winrate/lc_win_rate_pct",
-                                                         "winrate/style_controlled_pct"))}
+    assert whole["winrate/uncut_prompts"] == 10.0 and len(fits) == 1
+    assert {k.replace("uncut_", ""): v for k, v in whole.items() if "/uncut_" in k and not k.endswith(("prompts", "_n"))
+            } == {k: v for k, v in whole.items() if k.startswith(("winrate/win_rate_pct", "winrate/lc_win_rate_pct",
+                                                                  "winrate/style_controlled_pct"))}
     # fewer than 5 such prompts: missing, with the count in the reason (a rule on them fails closed)
     few, _ = winrate_eval(items, "rule", n_bootstrap=0, seed=0, hit_limit=([True] * 6 + [False] * 4, [False] * 10))
     assert few["winrate/uncut_prompts"] == 4.0 and "winrate/uncut_win_rate_pct" not in few

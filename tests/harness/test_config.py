@@ -323,3 +323,18 @@ def test_sequential_confidence_must_lie_above_one_half():
     # evals.sequential refuses 0.5 when the eval starts; the config now says so before training
     assert "eval.sequential.confidence" in _problems(VALID | {"eval": {"sequential": {"confidence": 0.5}}})
     assert validate_config(VALID | {"eval": {"sequential": {"confidence": 0.51}}}).eval.sequential.confidence == 0.51
+
+
+def test_a_bound_rule_no_sequential_bound_can_decide_is_refused_before_training():
+    """Under eval.sequential only raw, LC, style-controlled win rates and their gap get anytime-valid bounds; a
+    bound rule on another win-rate statistic (the complete-case rates on whole answers, say) could never pass."""
+    rules = [{"name": "whole_answers", "metric": "winrate/uncut_lc_win_rate_pct", "min": 50},
+             {"name": "flips", "metric": "winrate_vs_champion/position_flip_rate", "max": 0.3},
+             {"name": "lc", "metric": "winrate/lc_win_rate_pct", "min": 50}]
+    message = _problems(VALID | {"eval": {"sequential": {}}, "gate": {"rules": rules}})
+    assert "gate.rules.0 (whole_answers): winrate/uncut_lc_win_rate_pct gets no anytime-valid bound" in message
+    assert "gate.rules.1 (flips)" in message and "gate.rules.2" not in message
+    # the same rules read as points, or without eval.sequential, are fine
+    assert validate_config(VALID | {"eval": {"sequential": {}}, "gate": {"rules": [
+        rule | {"statistic": "point"} for rule in rules[:2]] + rules[2:]}})
+    assert validate_config(VALID | {"gate": {"rules": rules}})

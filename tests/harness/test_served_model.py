@@ -217,14 +217,23 @@ def test_the_head_to_head_loads_the_registered_champion_through_mlflow_and_refus
     max_new = config.eval.max_new_tokens
     expected = _greedy(load_checkpoint(folder, load_model("embedded:tiny", model_cache).model), base.tokenizer,
                        prompts, max_new)
-    policy = recorded_policy(tracker, run_id, tmp_path / "run")
-    first = registered_answers(tracker, MODEL, "1", policy, prompts, max_new_tokens=max_new, workdir=tmp_path / "a")
-    assert first.source == "registered model" and [c.text for c in first.completions] == expected
-    # generated once: the pipeline's next ask is served from the cache, by the checkpoint's fingerprint
-    again = registered_answers(tracker, MODEL, "1", policy, prompts, max_new_tokens=max_new, workdir=tmp_path / "b")
-    assert again.source == "cache" and again.completions == first.completions
     answers = champion_answers(tracker, MODEL, champion, prompts, max_new_tokens=max_new)
-    assert answers is not None and [c.text for c in answers()] == expected
+    assert answers is not None and [c.text for c in answers()] == expected  # a cache miss: loaded through pyfunc
+    policy = recorded_policy(tracker, run_id, tmp_path / "run")
+    fresh = prompts[:1] + ["Count the moons of a planet nobody has asked about"]
+    first = registered_answers(tracker, MODEL, "1", policy, fresh, max_new_tokens=max_new, workdir=tmp_path / "a")
+    assert first.source == "registered model" and first.completions[0].text == expected[0]
+    # generated once: the pipeline's next ask is served from the cache, by the checkpoint's fingerprint
+    again = registered_answers(tracker, MODEL, "1", policy, fresh, max_new_tokens=max_new, workdir=tmp_path / "b")
+    assert again.source == "cache" and again.completions == first.completions
+
+    # packaged once: promoting the run again registers the same folder, so version 1 still checks out
+    tracker.attach(run_id)
+    stored = tracker.get_run(run_id).data.params["harness.served_model_sha256"]
+    assert log_served_model(tracker)["harness.served_model_sha256"] == stored
+    assert tracker.get_run(run_id).data.params["harness.served_model_sha256"] == stored
+    assert registered_answers(tracker, MODEL, "1", policy, fresh, max_new_tokens=max_new,
+                              workdir=tmp_path / "c").source == "cache"
 
     tracker.attach(run_id)
     marker = tmp_path / "entry-code-ran"
@@ -237,6 +246,8 @@ def test_the_head_to_head_loads_the_registered_champion_through_mlflow_and_refus
     with pytest.raises(EvidenceError, match="model folder does not match"):
         champion_answers(tracker, MODEL, champion, ["another prompt"], max_new_tokens=max_new)()
     assert not marker.exists()  # refused before MLflow ran it
+    with pytest.raises(EvidenceError, match="differs from the hash recorded when it was packaged"):
+        log_served_model(tracker)  # and no later promotion registers the edited folder
 
     edited = tmp_path / "edited"
     edited.mkdir()
