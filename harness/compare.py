@@ -112,13 +112,13 @@ class RecordedAnswers:
 
 
 def _pristine_fingerprint(config, base=None) -> str:
-    """What harness.models.load_model would fingerprint the run's base model as (the files' digests are
-    cached, so this reads no weights for a local or embedded model; a hub id takes the commit `base` has,
-    none without one)."""
+    """What harness.models.load_model would fingerprint the run's base model as, reading no weights: a local or
+    embedded model by its files' cached digests, a hub id by the commit the run recorded (`model.revision`),
+    else, for a run recorded before it did, the commit `base` has (none without one)."""
     from harness.models import model_fingerprint, resolve_model_path
 
     cache = config.resolved_cache_dir
-    revision = getattr(getattr(getattr(base, "model", None), "config", None), "_commit_hash", None)
+    revision = config.model.revision or getattr(base, "revision", None)  # recorded by the run, or base's commit
     return model_fingerprint(resolve_model_path(config.model.name, cache), dtype=config.model.dtype, cache_dir=cache,
                              revision=revision)
 
@@ -144,8 +144,7 @@ def cached_answers(policy: RecordedPolicy, prompts: list[str], *, max_new_tokens
     from evals.generation import Completion
     from harness.atomic_io import read_json
 
-    # the pristine base's fingerprint needs no weights for a local or embedded model (its digests are cached);
-    # a hub id's needs the commit a loaded model has, so without `base` it misses here
+    # no weights needed: file digests for a local or embedded model, the recorded commit for a hub id
     fingerprint = checkpoint_fingerprint(policy.checkpoint_dir, _pristine_fingerprint(policy.config, base))
     cached = read_json(_cache_entry(policy, prompts, max_new_tokens, fingerprint))
     return None if cached is None else RecordedAnswers([Completion(**c) for c in cached], fingerprint, "cache")
@@ -169,7 +168,7 @@ def recorded_answers(policy: RecordedPolicy, prompts: list[str], *, max_new_toke
         base = None  # another model, or an iterative round's merged reference that only kept the name
     if base is None:
         base = load_model(m.name, config.resolved_cache_dir, trust_remote_code=m.trust_remote_code,
-                          allow_pickle_weights=m.allow_pickle_weights, dtype=m.dtype)
+                          allow_pickle_weights=m.allow_pickle_weights, dtype=m.dtype, revision=m.revision)
         model = base.model
     else:
         model = copy.deepcopy(base.model)  # load_checkpoint wraps (and, for a stack, merges into) the model
@@ -220,12 +219,13 @@ def registered_answers(tracker, model_name: str, version: str, policy: RecordedP
 
 
 def champion_answers(tracker, model_name: str, champion: tuple[str, str] | None, prompts: list[str], *,
-                     max_new_tokens: int) -> Callable[[], list] | None:
+                     max_new_tokens: int, cache_dir: Path | None = None) -> Callable[[], list] | None:
     """For a pipeline's EvalContext: () -> the champion's greedy answers to `prompts` (evals.generation
     Completions), computed only when the head-to-head eval asks: its run refused unless its evidence is intact
     (recorded_policy), its registered MLflow Model checked and loaded through MLflow (registered_answers), or
-    its answers served from the generation cache by its checkpoint's fingerprint. None when there is no
-    champion."""
+    its answers served from the generation cache by its checkpoint's fingerprint. `cache_dir`: the pipeline's
+    cache, used instead of the one the champion's run recorded (another machine's path, perhaps). None when
+    there is no champion."""
     if champion is None:
         return None
     version, run_id = champion
@@ -233,6 +233,8 @@ def champion_answers(tracker, model_name: str, champion: tuple[str, str] | None,
     def answers() -> list:
         with tempfile.TemporaryDirectory(prefix="harness-champion-") as tmp:
             policy = recorded_policy(tracker, run_id, Path(tmp) / "run")
+            if cache_dir is not None:
+                policy.config = policy.config.model_copy(update={"cache_dir": Path(cache_dir)})
             return registered_answers(tracker, model_name, version, policy, prompts, max_new_tokens=max_new_tokens,
                                       workdir=Path(tmp)).completions
 

@@ -54,6 +54,10 @@ class ModelConfig(_Strict):
     trust_remote_code: bool = False
     allow_pickle_weights: bool = Field(False, description="load .bin/.pt checkpoints (unsafe for untrusted models)")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    revision: str | None = Field(None, description="a hub model's commit, tag or branch; unset: the hub's latest. A run "
+                                                   "records the commit it loaded here (its config.json), and its "
+                                                   "registered model, `harness compare` and the head-to-head rebuild "
+                                                   "on that commit, whatever the hub holds later")
 
 
 class FeedbackConfig(_Strict):
@@ -375,6 +379,8 @@ class ExperimentConfig(_Strict):
             payload.pop("iterations"), payload.pop("iteration")
         if payload["data"]["feedback"] is None:
             payload["data"].pop("feedback")
+        if payload["model"]["revision"] is None:
+            payload["model"].pop("revision")
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.variant}-b{self.beta:g}-s{self.seed}-{digest}"
 

@@ -72,6 +72,21 @@ def check_output_dir(path: Path) -> None:
         raise HarnessInputError(f"output_dir: {path} is not writable ({exc.strerror or exc})") from None
 
 
+def load_base(config: ExperimentConfig):
+    """(the configured model loaded, the config as the run records it). A hub model's `model.revision` is set to
+    the commit it loaded, so that what is registered, compared or judged head to head later rebuilds on that
+    commit, not on whatever the hub's branch points to by then. Name the run's cell from the user's config,
+    before this."""
+    from harness.models import load_model
+
+    m = config.model
+    loaded = load_model(m.name, config.resolved_cache_dir, trust_remote_code=m.trust_remote_code,
+                        allow_pickle_weights=m.allow_pickle_weights, dtype=m.dtype, revision=m.revision)
+    if loaded.revision is not None and m.revision != loaded.revision:
+        config = config.model_copy(update={"model": m.model_copy(update={"revision": loaded.revision})})
+    return loaded, config
+
+
 def run_cell(config: ExperimentConfig, *, config_path: str = "", hooks: dict[str, Callable] | None = None,
              extra_tags: dict[str, str] | None = None, promote: bool = True) -> ExperimentResult:
     """One cell (harness.lifecycle.run_experiment is the entry that also runs iterative chains).
@@ -80,7 +95,6 @@ def run_cell(config: ExperimentConfig, *, config_path: str = "", hooks: dict[str
     and "promotion:after_alias" (harness.promotion) may raise. `promote=False`: gate and record, never
     move the alias (a sweep's cells: the sweep promotes its one selected cell)."""
     from harness.data.loading import load_preference_data
-    from harness.models import load_model
     from harness.tracking import Tracker
 
     hooks = hooks or {}
@@ -89,8 +103,7 @@ def run_cell(config: ExperimentConfig, *, config_path: str = "", hooks: dict[str
     random.seed(config.seed)
 
     _stage(f"loading {config.model.name}")
-    loaded = load_model(config.model.name, config.resolved_cache_dir, trust_remote_code=config.model.trust_remote_code,
-                        allow_pickle_weights=config.model.allow_pickle_weights, dtype=config.model.dtype)
+    loaded, config = load_base(config)
 
     _stage("preference data")
     data = load_preference_data(config, loaded.model, loaded.tokenizer, loaded.fingerprint)
@@ -191,7 +204,8 @@ def _train_evaluate_decide(config, loaded, data, tracker, cell, cell_dir, hooks,
     # what ships now, judged head to head with the policy (evals.vs_champion) when there is a champion
     ctx.champion = tracker.champion(config.registry.model_name, config.registry.alias)
     ctx.champion_answers = champion_answers(tracker, config.registry.model_name, ctx.champion, texts,
-                                            max_new_tokens=config.eval.max_new_tokens)
+                                            max_new_tokens=config.eval.max_new_tokens,
+                                            cache_dir=config.resolved_cache_dir)
     if config.eval.sequential is not None:  # with a champion, rules against it read the head-to-head
         compared = rules_vs_champion(rules, {} if ctx.champion is not None else None)
         ctx.sequential_targets = sequential_targets(compared, known_metrics(), config.gate.family_size)

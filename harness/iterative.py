@@ -25,6 +25,7 @@ from harness.experiment import (
     check_output_dir,
     console,
     ended_as_finished_or_failed,
+    load_base,
     recorded_cell_run,
 )
 from harness.gate import PROMOTE
@@ -89,15 +90,13 @@ def run_iterative(config: ExperimentConfig, *, config_path: str = "", hooks: dic
                   extra_tags: dict[str, str] | None = None) -> IterativeResult:
     from harness.data.loading import NoTrainingSignal, build_round, load_preference_data
     from harness.data.rounds import pool_prompts
-    from harness.models import load_model
     from harness.tracking import Tracker, flatten
 
     hooks = hooks or {}
     check_output_dir(config.output_dir)
     cell = config.cell_key()
     console.print(f"[bold cyan]>[/] loading {config.model.name} (iterative: {config.iterations} rounds)")
-    start = load_model(config.model.name, config.resolved_cache_dir, trust_remote_code=config.model.trust_remote_code,
-                       allow_pickle_weights=config.model.allow_pickle_weights, dtype=config.model.dtype)
+    start, config = load_base(config)
     tok = start.tokenizer
     # round 1's data is checked before anything is recorded: bad input exits 2 with no run behind it
     console.print("[bold cyan]>[/] round 1: preference data")

@@ -36,6 +36,7 @@ class LoadedModel:
     tokenizer: object
     name: str
     fingerprint: str  # content identity: caches key on it, never on the name alone
+    revision: str | None = None  # a hub model's resolved commit (None for a local folder or an embedded model)
 
 
 def _smollm_package_dir() -> Path:
@@ -219,10 +220,23 @@ def model_fingerprint(path: str, *, dtype: str = "float32", cache_dir: Path | No
     return h.hexdigest()[:16]
 
 
-def load_tokenizer(path: str, *, trust_remote_code: bool = False):
+def hub_commit(repo_id: str, revision: str | None) -> str | None:
+    """The commit a hub model was loaded from: the snapshot folder its config.json sits in, in the local hub
+    cache from_pretrained just filled (transformers 5 no longer keeps `_commit_hash` on the config, so reading
+    it there gave None and every commit of a hub model the same fingerprint)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    if not isinstance(found, str):
+        return None
+    folder = Path(found).parent
+    return folder.name if folder.parent.name == "snapshots" else None
+
+
+def load_tokenizer(path: str, *, trust_remote_code: bool = False, revision: str | None = None):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -253,26 +267,31 @@ def load_model(
     trust_remote_code: bool = False,
     allow_pickle_weights: bool = False,
     dtype: str = "float32",
+    revision: str | None = None,
 ) -> LoadedModel:
+    """`revision`: a hub model's commit, tag or branch (None: the hub's latest); ignored for a local folder or
+    an embedded model, whose bytes are their identity. The commit it resolved to is `LoadedModel.revision`."""
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(name, Path(cache_dir))
     check_weight_files(name, path, allow_pickle_weights)
+    revision = None if Path(path).is_dir() else revision
     try:
-        tok = load_tokenizer(path, trust_remote_code=trust_remote_code)
+        tok = load_tokenizer(path, trust_remote_code=trust_remote_code, revision=revision)
         model = AutoModelForCausalLM.from_pretrained(
             path,
             trust_remote_code=trust_remote_code,
             use_safetensors=None if allow_pickle_weights else True,
             dtype=getattr(torch, dtype),
+            revision=revision,
         )
     except OSError as exc:  # missing files, no safetensors, hub unreachable
         hint = f" ({_PICKLE_HINT})" if not allow_pickle_weights and "safetensors" in str(exc) else ""
         raise ModelLoadError(f"could not load model {name!r} from {path}: {exc}{hint}") from exc
     model.eval()
-    fingerprint = model_fingerprint(path, dtype=dtype, cache_dir=Path(cache_dir),
-                                    revision=getattr(getattr(model, "config", None), "_commit_hash", None))
-    return LoadedModel(model=model, tokenizer=tok, name=name, fingerprint=fingerprint)
+    commit = None if Path(path).is_dir() else hub_commit(path, revision)
+    fingerprint = model_fingerprint(path, dtype=dtype, cache_dir=Path(cache_dir), revision=commit)
+    return LoadedModel(model=model, tokenizer=tok, name=name, fingerprint=fingerprint, revision=commit)
 
 
 def describe(loaded: LoadedModel) -> str:

@@ -79,7 +79,7 @@ class HarnessChatModel(mlflow.pyfunc.PythonModel):
         base = load_model(config["base_model"], resolve_cache_dir(cache),
                           trust_remote_code=bool(config.get("trust_remote_code", False)),
                           allow_pickle_weights=bool(config.get("allow_pickle_weights", False)),
-                          dtype=config.get("dtype", "float32"))
+                          dtype=config.get("dtype", "float32"), revision=config.get("revision") or None)
         self.model = load_checkpoint(Path(context.artifacts[CHECKPOINT_ARTIFACT]), base.model)
         self.model.eval()
         self.tokenizer = base.tokenizer
@@ -128,6 +128,8 @@ def model_config_from_run(run_config: Mapping[str, Any]) -> dict[str, Any]:
     cache = run_config.get("cache_dir") or (str(Path(run_config["output_dir"]) / "cache")
                                             if run_config.get("output_dir") else None)
     return {"base_model": model["name"], "dtype": model.get("dtype", "float32"),
+            # a hub base's commit, as the run recorded it: the model rebuilds on it whatever the hub holds later
+            "revision": model.get("revision") or "",
             "trust_remote_code": bool(model.get("trust_remote_code", False)),
             "allow_pickle_weights": bool(model.get("allow_pickle_weights", False)),
             "max_new_tokens": int(evaluation.get("max_new_tokens", 64)),

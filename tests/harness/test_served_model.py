@@ -219,6 +219,14 @@ def test_the_head_to_head_loads_the_registered_champion_through_mlflow_and_refus
                        prompts, max_new)
     answers = champion_answers(tracker, MODEL, champion, prompts, max_new_tokens=max_new)
     assert answers is not None and [c.text for c in answers()] == expected  # a cache miss: loaded through pyfunc
+    # the pipeline's own cache, not the path the champion's run recorded (another machine's, perhaps)
+    import shutil
+
+    here = tmp_path / "this-machine-cache"
+    shutil.copytree(model_cache / "models", here / "models")
+    answers = champion_answers(tracker, MODEL, champion, prompts, max_new_tokens=max_new, cache_dir=here)
+    assert answers is not None and [c.text for c in answers()] == expected
+    assert len(list((here / "generations").glob("*.json"))) == 1
     policy = recorded_policy(tracker, run_id, tmp_path / "run")
     fresh = prompts[:1] + ["Count the moons of a planet nobody has asked about"]
     first = registered_answers(tracker, MODEL, "1", policy, fresh, max_new_tokens=max_new, workdir=tmp_path / "a")
