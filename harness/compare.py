@@ -190,7 +190,7 @@ def registered_answers(tracker, model_name: str, version: str, policy: RecordedP
     MLflow's own pyfunc API, as a user loads it, and answers with the pipeline's decoding. EvidenceError
     (exit 2) when the registered files are not the ones promoted."""
     from evals.generation import generate
-    from harness.promotion import EvidenceError, files_under, served_model_hash, tree_sha256
+    from harness.promotion import EvidenceError, files_under, served_model_problem, tree_sha256
     from harness.served_model import CHECKPOINT_ARTIFACT, load_served_model
 
     folder = tracker.download_version(model_name, version, Path(workdir) / "registered")
@@ -198,12 +198,10 @@ def registered_answers(tracker, model_name: str, version: str, policy: RecordedP
     problems = []
     if not packaged.is_dir() or tree_sha256(files_under(packaged)) != policy.checkpoint_sha256:
         problems.append(f"its packaged checkpoint does not match run {policy.run_id}'s recorded hash")
-    want = served_model_hash(tracker, model_name, version, policy.run_id)
-    if want is None:
-        problems.append("no hash of its model folder was recorded (registered outside the harness?): its entry code "
-                        "cannot be checked before MLflow runs it")
-    elif tree_sha256(files_under(folder)) != want:
-        problems.append("its model folder does not match the hash recorded when it was packaged")
+    source, tags = tracker.version_source(model_name, version), tracker.version_tags(model_name, version)
+    problem = served_model_problem(folder, source, tags.get("harness.served_model_sha256"))
+    if problem:  # its entry code is what MLflow would run on loading it
+        problems.append(problem)
     if problems:
         raise EvidenceError(f"{model_name} version {version}: refusing to load it", problems)
     found = cached_answers(policy, prompts, max_new_tokens=max_new_tokens)

@@ -480,8 +480,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     return validate_config(raw, source=str(path))
 
 
-def validate_config(raw: dict, source: str = "<config>") -> ExperimentConfig:
-    """Collect every problem (schema, variant parameters, gate metric names) and raise once."""
+def validate_config(raw: dict, source: str = "<config>", *, recorded: bool = False) -> ExperimentConfig:
+    """Collect every problem (schema, variant parameters, gate metric names) and raise once. `recorded`: the
+    config of a run that already happened (its config.json): what only a new run needs (its files and folders
+    on this machine, names it will register under, rules it could not decide) is not asked of it, so a run
+    recorded elsewhere, or before a check existed, can still be re-gated, compared or judged against."""
     from harness import variants  # registry of variants with their own parameter schemas
 
     problems: list[str] = []
@@ -496,7 +499,7 @@ def validate_config(raw: dict, source: str = "<config>") -> ExperimentConfig:
     if "variant" in raw:
         problems += variants.check_variant(raw["variant"], raw.get("beta"), raw.get("variant_params") or {})
     if config is not None:  # first: it declares the metrics of configured lm-eval tasks for the rule check
-        problems += load_time_problems(config)
+        problems += _unknown_domain_tasks(config.eval.domain_tasks) if recorded else load_time_problems(config)
     problems += _check_gate_metrics(raw)
     if problems:
         raise ConfigError(f"{source}: {len(problems)} problem(s) in the config", problems)
@@ -536,7 +539,8 @@ def _rules_no_sequential_bound_decides(config: ExperimentConfig) -> list[str]:
     problems = []
     for i, rule in enumerate(config.gate.rules):
         evaluation, _, statistic = rule.metric.partition("/")
-        if (rule.statistic == "bound" and evaluation in ("winrate", "winrate_vs_champion", "winrate_vs_start")
+        if (rule.required and rule.statistic == "bound"
+                and evaluation in ("winrate", "winrate_vs_champion", "winrate_vs_start")
                 and f"winrate/{statistic}" not in BOUNDED):
             problems.append(f"gate.rules.{i} ({rule.name}): {rule.metric} gets no anytime-valid bound under "
                             f"eval.sequential (only {', '.join(k.split('/')[1] for k in BOUNDED)} do), so its bound "

@@ -21,7 +21,8 @@ def load_config_tokenizer(config):
             path = resolve_model_path(name, config.resolved_cache_dir)  # raises: unknown embedded model
         else:
             path = name
-        return load_tokenizer(path, trust_remote_code=config.model.trust_remote_code)
+        return load_tokenizer(path, trust_remote_code=config.model.trust_remote_code,
+                              revision=config.model.revision if path == name else None)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"model.name: could not load the tokenizer of {name!r}: {exc}") from None
 

@@ -275,21 +275,26 @@ def load_model(
 
     path = resolve_model_path(name, Path(cache_dir))
     check_weight_files(name, path, allow_pickle_weights)
-    revision = None if Path(path).is_dir() else revision
+    hub = not Path(path).is_dir()
+    commit = None
     try:
-        tok = load_tokenizer(path, trust_remote_code=trust_remote_code, revision=revision)
         model = AutoModelForCausalLM.from_pretrained(
             path,
             trust_remote_code=trust_remote_code,
             use_safetensors=None if allow_pickle_weights else True,
             dtype=getattr(torch, dtype),
-            revision=revision,
+            revision=revision if hub else None,
         )
+        if hub:  # the tokenizer from the very commit the weights came from, even if the branch moves meanwhile
+            commit = hub_commit(path, revision)
+            if commit is None:  # an unknown commit would give every commit of the model one fingerprint
+                raise ModelLoadError(f"model {name!r}: the commit it was loaded from is not in the local hub cache; "
+                                     "set model.revision to a commit")
+        tok = load_tokenizer(path, trust_remote_code=trust_remote_code, revision=commit)
     except OSError as exc:  # missing files, no safetensors, hub unreachable
         hint = f" ({_PICKLE_HINT})" if not allow_pickle_weights and "safetensors" in str(exc) else ""
         raise ModelLoadError(f"could not load model {name!r} from {path}: {exc}{hint}") from exc
     model.eval()
-    commit = None if Path(path).is_dir() else hub_commit(path, revision)
     fingerprint = model_fingerprint(path, dtype=dtype, cache_dir=Path(cache_dir), revision=commit)
     return LoadedModel(model=model, tokenizer=tok, name=name, fingerprint=fingerprint, revision=commit)
 

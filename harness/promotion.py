@@ -36,8 +36,7 @@ from harness.redaction import scrub_text
 
 EVIDENCE = "harness.evidence."  # param prefix of the recorded hashes
 CHECKPOINT = "checkpoint"  # the run's artifact folder holding its checkpoint (what the evidence hashes)
-SERVED_MODEL = "model"  # the MLflow Model around that checkpoint: what a version is registered from
-SERVED_MODEL_PARAM = "harness.served_model_sha256"  # that folder's hash, a run param (immutable) once packaged
+SERVED_MODEL = "model"  # the MLflow Model around that checkpoint, under `model-<hash>`: what a version is registered from
 LEASE_TAG = "harness.promotion_lease"  # registered-model tag holding the remote promotion lease
 JUDGE_FINGERPRINT_TAG = "harness.judge_calibration.fingerprint"  # set by the run from the judge it used
 # on a sweep's parent run, once: the cell it selected ("-": none). A param, so the selection cannot be re-pointed
@@ -232,14 +231,34 @@ def require_intact(tracker, run_id: str, action: str) -> None:
         raise EvidenceError(f"run {run_id}: refusing to {action}: its evidence cannot back a decision", problems)
 
 
-def log_served_model(tracker) -> dict[str, str]:
+def served_model_path(folder_sha256: str) -> str:
+    """Where a packaged model folder is stored in its run, named by its content: a version's source (which
+    the registry never changes) then names the hash its files must have, and a later packaging of the same run
+    lands beside it instead of over the files of a version already registered."""
+    return f"{SERVED_MODEL}-{folder_sha256[:24]}"
+
+
+def served_model_problem(folder: Path, source: str, tagged: str | None) -> str | None:
+    """Why a registered version's downloaded model `folder` is not what was packaged, or None: its hash must
+    match the one its source path is named by (`model-<hash>`), or, for a version packaged before that
+    naming, the hash its `harness.served_model_sha256` tag recorded."""
+    digest = tree_sha256(files_under(folder))
+    named = source.rstrip("/").rsplit("/", 1)[-1]
+    if named.startswith(f"{SERVED_MODEL}-"):
+        return None if digest.startswith(named.removeprefix(f"{SERVED_MODEL}-")) else \
+            f"its model folder does not match the hash its source {named} is named by (edited after packaging)"
+    if tagged is None:
+        return "no hash of its model folder was recorded (registered outside the harness?)"
+    return None if digest == tagged else "its model folder does not match the hash recorded when it was packaged"
+
+
+def log_served_model(tracker) -> tuple[str, dict[str, str]]:
     """Package the run's (`tracker.run_id`) checkpoint as an MLflow Model (harness.served_model: a pyfunc
-    that rebuilds base + adapters and answers prompts) under its `model` artifact, and return the version
-    tags describing it. Built from the checkpoint as the store holds it, after checking it against the hash
-    recorded when the run ended: the files that ship are the files the evidence covers. Packaged once: the
-    folder's hash becomes an immutable run param (SERVED_MODEL_PARAM), and a later promotion of the same run
-    registers the folder already there (re-saving would change MLmodel's time and uuid under every version
-    registered from it). An attempt that died mid-upload recorded no hash, so the next one uploads again."""
+    that rebuilds base + adapters and answers prompts) under its `model-<hash>` artifact; return that path and
+    the version tags describing it. Built from the checkpoint as the store holds it, after checking it against
+    the hash recorded when the run ended: the files that ship are the files the evidence covers. Packaged
+    afresh at every promotion attempt (nothing stored earlier is trusted), each under its own content-named
+    path, so no registered version's files change under it."""
     run_id = tracker.run_id
     params = tracker.get_run(run_id).data.params
     want = params.get(EVIDENCE + "checkpoint_sha256")
@@ -251,31 +270,15 @@ def log_served_model(tracker) -> dict[str, str]:
                                 [f"{CHECKPOINT}: stored content {'missing' if local is None else digest} does not "
                                  f"match the recorded hash {want}"])
         config = tracker.load_json(run_id, "config.json")
-        packaged = params.get(SERVED_MODEL_PARAM)
-        if packaged is not None:
-            stored = tracker.download_folder(run_id, SERVED_MODEL, Path(tmp) / "stored")
-            if stored is None or tree_sha256(files_under(stored)) != packaged:
-                raise EvidenceError(f"run {run_id}: refusing to register its model",
-                                    [f"{SERVED_MODEL}: the stored folder differs from the hash recorded when it was "
-                                     "packaged (edited afterwards)"])
-            served_sha = packaged
-        else:
-            from harness.served_model import save_served_model  # imports mlflow.pyfunc: only when packaging
+        from harness.served_model import save_served_model  # imports mlflow.pyfunc: only when packaging
 
-            folder = save_served_model(Path(tmp) / SERVED_MODEL, local, config,
-                                       metadata_tags={"harness.run_id": run_id, "harness.checkpoint_sha256": digest})
-            served_sha = tree_sha256(files_under(folder))
-            tracker.log_artifact(folder, SERVED_MODEL)
-            tracker.log_evidence({SERVED_MODEL_PARAM: served_sha})  # after the upload: an interrupted one records none
-    return {"harness.model_format": "mlflow-pyfunc", "harness.base_model": str(config["model"]["name"]),
-            "harness.checkpoint_sha256": digest, "harness.served_model_sha256": served_sha}
-
-
-def served_model_hash(tracker, model_name: str, version: str, run_id: str) -> str | None:
-    """The hash a registered version's model folder must have: its run's immutable param, else (a version
-    packaged before that param existed) the version's tag; None when neither was recorded."""
-    return (tracker.get_run(run_id).data.params.get(SERVED_MODEL_PARAM)
-            or tracker.version_tags(model_name, version).get("harness.served_model_sha256"))
+        folder = save_served_model(Path(tmp) / SERVED_MODEL, local, config,
+                                   metadata_tags={"harness.run_id": run_id, "harness.checkpoint_sha256": digest})
+        served_sha = tree_sha256(files_under(folder))
+        path = served_model_path(served_sha)
+        tracker.log_artifact(folder, path)
+    return path, {"harness.model_format": "mlflow-pyfunc", "harness.base_model": str(config["model"]["name"]),
+                  "harness.checkpoint_sha256": digest, "harness.served_model_sha256": served_sha}
 
 
 # ---------------------------------------------------------------------------- the lock
@@ -362,8 +365,8 @@ def _move_alias(tracker, registry, previous: tuple[str, str] | None, *, cell: st
     created_model = tracker.ensure_registered_model(model)
     version, moved = None, False
     try:
-        served = log_served_model(tracker)  # the MLflow Model is what ships: logged now, from the verified files
-        version = tracker.create_version(model, SERVED_MODEL, tags={"harness.cell": cell, "harness.validated": "false",
+        path, served = log_served_model(tracker)  # the MLflow Model is what ships: logged now, from the verified files
+        version = tracker.create_version(model, path, tags={"harness.cell": cell, "harness.validated": "false",
                                                                     "harness.promotion": "pending", **served,
                                                                     **version_tags})
         tracker.set_alias(model, alias, version)
@@ -515,7 +518,8 @@ def load_recorded(tracker, run_id: str, config_override=None) -> RecordedRun:
     refuse_parent_run(tracker, run_id)
     run = tracker.get_run(run_id)
     all_metrics = dict(run.data.metrics)
-    config = config_override or validate_config(tracker.load_json(run_id, "config.json"), source=f"run {run_id} config.json")
+    config = config_override or validate_config(tracker.load_json(run_id, "config.json"),
+                                                source=f"run {run_id} config.json", recorded=True)
     metrics = measurements(all_metrics)
     # judge/* describe the judge, not the cell: its newest calibration applies (maybe done since); which judge
     # is read from the immutable evidence, never from the run's tag (tags can be edited)

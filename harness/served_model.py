@@ -2,7 +2,8 @@
 serves it, `mlflow.pyfunc.load_model("models:/NAME@champion").predict(["Say hi"])`, or
 `mlflow models serve -m models:/NAME@champion --env-manager local`.
 
-The model folder (logged under the run's `model` artifact by harness.promotion at promotion time):
+The model folder (logged under the run's `model-<hash>` artifact, named by its content, by harness.promotion
+at promotion time):
 
     MLmodel                     pyfunc flavor; config = the base model reference and decoding settings;
                                 signature: one string column in, one string out, param max_new_tokens

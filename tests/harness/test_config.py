@@ -338,3 +338,19 @@ def test_a_bound_rule_no_sequential_bound_can_decide_is_refused_before_training(
     assert validate_config(VALID | {"eval": {"sequential": {}}, "gate": {"rules": [
         rule | {"statistic": "point"} for rule in rules[:2]] + rules[2:]}})
     assert validate_config(VALID | {"gate": {"rules": rules}})
+
+
+def test_a_recorded_config_is_not_asked_what_only_a_new_run_needs(tmp_path):
+    """A run recorded on another machine, or before a check existed, stays re-gatable, comparable and usable as
+    the champion: its files need not exist here and a later rule check does not apply to it. A rule that cannot
+    block (required: false) is never refused."""
+    rules = [{"name": "whole_answers", "metric": "winrate/uncut_lc_win_rate_pct", "min": 50}]
+    raw = VALID | {"eval": {"sequential": {}, "prompts": str(tmp_path / "gone.jsonl")}, "gate": {"rules": rules}}
+    message = _problems(raw)
+    assert "gone.jsonl" in message and "whole_answers" in message
+    assert validate_config(raw, recorded=True).eval.sequential is not None
+    optional = [rule | {"required": False} for rule in rules]
+    assert validate_config(VALID | {"eval": {"sequential": {}}, "gate": {"rules": optional}})
+    # the schema and the metric names still hold a recorded config to account
+    with pytest.raises(ConfigError, match="unknown metric"):
+        validate_config(VALID | {"gate": {"rules": [{"name": "x", "metric": "winrate/nope", "min": 1}]}}, recorded=True)

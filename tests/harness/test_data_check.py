@@ -329,14 +329,20 @@ def test_remote_code_is_off_and_weights_are_safetensors_only_unless_configured(m
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
                         lambda path, **kw: calls.append(("model", kw)) or Dummy())
     monkeypatch.setattr(models, "load_tokenizer", lambda path, **kw: calls.append(("tok", kw)) or object())
+    monkeypatch.setattr(models, "hub_commit", lambda path, revision: "c" * 40)  # no hub cache here
     models.load_model("org/some-model", tmp_path)
     models.load_model("org/some-model", tmp_path, trust_remote_code=True, allow_pickle_weights=True)
-    assert calls[0] == ("tok", {"trust_remote_code": False})
-    assert calls[1][1]["trust_remote_code"] is False and calls[1][1]["use_safetensors"] is True
-    assert calls[3][1]["trust_remote_code"] is True and calls[3][1]["use_safetensors"] is None
+    assert calls[0][0] == "model" and calls[0][1]["trust_remote_code"] is False
+    assert calls[0][1]["use_safetensors"] is True
+    assert calls[1] == ("tok", {"trust_remote_code": False, "revision": "c" * 40})  # the weights' own commit
+    assert calls[2][1]["trust_remote_code"] is True and calls[2][1]["use_safetensors"] is None
     config = validate_config({"model": {"name": "org/some-model", "trust_remote_code": True}, "variant": "dpo"})
     load_config_tokenizer(config)
-    assert calls[-1] == ("tok", {"trust_remote_code": True})
+    assert calls[-1] == ("tok", {"trust_remote_code": True, "revision": None})
+    # a hub model whose commit cannot be told is refused: it would share its fingerprint with every other commit
+    monkeypatch.setattr(models, "hub_commit", lambda path, revision: None)
+    with pytest.raises(models.ModelLoadError, match="set model.revision"):
+        models.load_model("org/some-model", tmp_path)
 
 
 def test_mlflow_servers_bind_to_loopback_only():

@@ -24,6 +24,7 @@ from harness.promotion import (
     record_decision,
     record_evidence,
     regate,
+    served_model_path,
 )
 from harness.tracking import Tracker
 from tests.harness.fake_cells import base_config, lc_metrics
@@ -123,10 +124,11 @@ def test_the_champion_loads_and_answers_through_mlflows_own_api(setup, tmp_path,
 
     # the version is the MLflow Model, whose checkpoint is byte for byte the one the evidence hashed
     mv = tracker.client.get_model_version(MODEL, "1")
-    assert mv.source.endswith(f"/{SERVED_MODEL}") and mv.tags["harness.model_format"] == "mlflow-pyfunc"
+    path = served_model_path(mv.tags["harness.served_model_sha256"])  # named by its content
+    assert mv.source.endswith(f"/{path}") and mv.tags["harness.model_format"] == "mlflow-pyfunc"
     recorded = tracker.client.get_run(run_id).data.params[EVIDENCE + "checkpoint_sha256"]
     assert mv.tags["harness.checkpoint_sha256"] == recorded
-    local = Path(tracker.client.download_artifacts(run_id, SERVED_MODEL, str(tmp_path / "dl")))
+    local = Path(tracker.client.download_artifacts(run_id, path, str(tmp_path / "dl")))
     from harness.promotion import tree_sha256
 
     assert (local / "MLmodel").is_file() and not list(local.rglob("*.pkl"))  # models from code: no pickle
@@ -175,7 +177,7 @@ def test_a_checkpoint_changed_after_the_run_is_not_packaged(setup, tmp_path):
     tracker.log_artifact(edited / "adapter_config.json", "checkpoint")  # overwrites one stored file
     with pytest.raises(EvidenceError, match="does not match the recorded hash"):
         log_served_model(tracker)
-    assert SERVED_MODEL not in tracker.artifact_names(run_id)
+    assert not any(name.startswith(SERVED_MODEL) for name in tracker.artifact_names(run_id))
     outcome = _promote(tracker, run_id)  # and promotion refuses it before packaging anything
     assert outcome.version is None and tracker.registry_snapshot(MODEL) == {}
 
@@ -235,32 +237,49 @@ def test_the_head_to_head_loads_the_registered_champion_through_mlflow_and_refus
     again = registered_answers(tracker, MODEL, "1", policy, fresh, max_new_tokens=max_new, workdir=tmp_path / "b")
     assert again.source == "cache" and again.completions == first.completions
 
-    # packaged once: promoting the run again registers the same folder, so version 1 still checks out
+    # packaging the run again (a second promotion) writes a new content-named folder beside the first, so the
+    # files under version 1 do not change and it still checks out
     tracker.attach(run_id)
-    stored = tracker.get_run(run_id).data.params["harness.served_model_sha256"]
-    assert log_served_model(tracker)["harness.served_model_sha256"] == stored
-    assert tracker.get_run(run_id).data.params["harness.served_model_sha256"] == stored
+    first_path = tracker.version_source(MODEL, "1").rsplit("/", 1)[-1]
+    second_path, _ = log_served_model(tracker)
+    assert second_path != first_path and {first_path, second_path} <= tracker.artifact_names(run_id)
     assert registered_answers(tracker, MODEL, "1", policy, fresh, max_new_tokens=max_new,
                               workdir=tmp_path / "c").source == "cache"
 
-    tracker.attach(run_id)
     marker = tmp_path / "entry-code-ran"
     hostile = tmp_path / "hostile"
     hostile.mkdir()
     (hostile / "served_model_entry.py").write_text(
         f"open({str(marker)!r}, 'w').close()\n" + (Path(__import__("harness").__file__).parent
                                                     / "served_model_entry.py").read_text())
-    tracker.log_artifact(hostile / "served_model_entry.py", SERVED_MODEL)  # overwrites the stored entry file
-    with pytest.raises(EvidenceError, match="model folder does not match"):
+    tracker.log_artifact(hostile / "served_model_entry.py", first_path)  # overwrites version 1's entry file
+    with pytest.raises(EvidenceError, match="model folder does not match the hash its source"):
         champion_answers(tracker, MODEL, champion, ["another prompt"], max_new_tokens=max_new)()
     assert not marker.exists()  # refused before MLflow ran it
-    with pytest.raises(EvidenceError, match="differs from the hash recorded when it was packaged"):
-        log_served_model(tracker)  # and no later promotion registers the edited folder
 
     edited = tmp_path / "edited"
     edited.mkdir()
     (edited / "adapter_config.json").write_text("{}")
-    tracker.log_artifact(edited / "adapter_config.json", f"{SERVED_MODEL}/artifacts/checkpoint")
+    tracker.log_artifact(edited / "adapter_config.json", f"{first_path}/artifacts/checkpoint")
     with pytest.raises(EvidenceError, match="packaged checkpoint does not match") as refused:
         champion_answers(tracker, MODEL, champion, prompts, max_new_tokens=max_new)()  # even with answers cached
     assert f"{MODEL} version 1" in str(refused.value)
+
+
+def test_a_registered_folder_must_hash_to_the_name_of_its_source_or_to_its_older_tag(tmp_path):
+    from harness.promotion import served_model_problem, tree_sha256
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "MLmodel").write_text("flavors: {}\n")
+    digest = tree_sha256(files_under(folder))
+    source = f"runs:/abc/{served_model_path(digest)}"
+    assert served_model_problem(folder, source, None) is None
+    assert served_model_problem(folder, f"runs:/abc/{served_model_path('0' * 64)}", digest) is not None  # named wins
+    # versions packaged under a plain `model` path (before content naming) check against their tag, and a
+    # version with neither a content name nor a tag is refused: its entry code cannot be checked
+    assert served_model_problem(folder, "runs:/abc/model", digest) is None
+    assert "does not match" in served_model_problem(folder, "runs:/abc/model", "f" * 64)
+    assert "no hash" in served_model_problem(folder, "runs:/abc/model", None)
+    (folder / "served_model_entry.py").write_text("import os\n")  # a file added after packaging
+    assert "edited after packaging" in served_model_problem(folder, source, None)
