@@ -19,8 +19,8 @@ Settings come from run A (prompt count and seed, max_new_tokens, judge, bootstra
 own seed in its decoding settings (greedy decoding ignores it) so that its cached answers are found.
 The pipeline's head-to-head with the champion (evals.vs_champion, `winrate_vs_champion/*`) is built from
 the same pieces, except that the champion is what the registry holds: `champion_answers` checks the
-champion's run (`recorded_policy`), downloads its registered MLflow Model, checks it against the hashes
-recorded at the run's end and at promotion, and takes its answers from the generation cache or, failing
+champion's run (`recorded_policy`), downloads its registered MLflow Model, checks it against the run's
+evidence hash and the hash its content-named source names, and takes its answers from the generation cache or, failing
 that, from the model loaded through `mlflow.pyfunc.load_model` (`registered_answers`). Both judge with
 evals.pairwise.head_to_head, so `harness compare CANDIDATE CHAMPION` reproduces a run's
 `winrate_vs_champion/*` exactly (same prompts, answers, judge and settings).
@@ -185,7 +185,8 @@ def registered_answers(tracker, model_name: str, version: str, policy: RecordedP
                        max_new_tokens: int, workdir: Path) -> RecordedAnswers:
     """A registered version's greedy answers to `prompts`: the version's MLflow Model is downloaded from the
     registry and checked first (its packaged checkpoint must hash to what the run's evidence recorded, and
-    the whole folder, whose entry code loading runs, to what promotion recorded on the version); the answers
+    the whole folder, whose entry code loading runs, to the hash its source path is named by:
+    harness.promotion.served_model_problem); the answers
     then come from the generation cache by the checkpoint's fingerprint, else the model is loaded through
     MLflow's own pyfunc API, as a user loads it, and answers with the pipeline's decoding. EvidenceError
     (exit 2) when the registered files are not the ones promoted."""
@@ -198,7 +199,7 @@ def registered_answers(tracker, model_name: str, version: str, policy: RecordedP
     problems = []
     if not packaged.is_dir() or tree_sha256(files_under(packaged)) != policy.checkpoint_sha256:
         problems.append(f"its packaged checkpoint does not match run {policy.run_id}'s recorded hash")
-    source, tags = tracker.version_source(model_name, version), tracker.version_tags(model_name, version)
+    source, tags = tracker.version_record(model_name, version)
     problem = served_model_problem(folder, source, tags.get("harness.served_model_sha256"))
     if problem:  # its entry code is what MLflow would run on loading it
         problems.append(problem)

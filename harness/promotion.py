@@ -367,8 +367,7 @@ def _move_alias(tracker, registry, previous: tuple[str, str] | None, *, cell: st
     try:
         path, served = log_served_model(tracker)  # the MLflow Model is what ships: logged now, from the verified files
         version = tracker.create_version(model, path, tags={"harness.cell": cell, "harness.validated": "false",
-                                                                    "harness.promotion": "pending", **served,
-                                                                    **version_tags})
+                                                            "harness.promotion": "pending", **served, **version_tags})
         tracker.set_alias(model, alias, version)
         moved = True
         now = tracker.champion(model, alias)

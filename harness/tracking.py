@@ -332,9 +332,10 @@ class Tracker:
     def delete_alias(self, model_name: str, alias: str) -> None:
         _retry(self.client.delete_registered_model_alias, model_name, alias)
 
-    def version_source(self, model_name: str, version: str) -> str:
-        """Where the version was registered from (the registry never changes it)."""
-        return str(self.client.get_model_version(model_name, version).source)
+    def version_record(self, model_name: str, version: str) -> tuple[str, dict[str, str]]:
+        """(where the version was registered from, which the registry never changes; its tags)."""
+        mv = _retry(self.client.get_model_version, model_name, version)
+        return str(mv.source), dict(mv.tags)
 
     def version_tags(self, model_name: str, version: str) -> dict[str, str]:
         return dict(_retry(self.client.get_model_version, model_name, version).tags)

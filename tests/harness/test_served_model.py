@@ -240,7 +240,7 @@ def test_the_head_to_head_loads_the_registered_champion_through_mlflow_and_refus
     # packaging the run again (a second promotion) writes a new content-named folder beside the first, so the
     # files under version 1 do not change and it still checks out
     tracker.attach(run_id)
-    first_path = tracker.version_source(MODEL, "1").rsplit("/", 1)[-1]
+    first_path = tracker.version_record(MODEL, "1")[0].rsplit("/", 1)[-1]
     second_path, _ = log_served_model(tracker)
     assert second_path != first_path and {first_path, second_path} <= tracker.artifact_names(run_id)
     assert registered_answers(tracker, MODEL, "1", policy, fresh, max_new_tokens=max_new,
