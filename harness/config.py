@@ -534,14 +534,13 @@ def _rules_no_sequential_bound_decides(config: ExperimentConfig) -> list[str]:
     hold its level, and the gate refuses it. A bound rule on any other win-rate statistic could never pass."""
     if config.eval.sequential is None:
         return []
-    from evals.pairwise import BOUNDED
+    from evals.pairwise import BOUNDED, renamed_key
 
     problems = []
     for i, rule in enumerate(config.gate.rules):
-        evaluation, _, statistic = rule.metric.partition("/")
         if (rule.required and rule.statistic == "bound"
-                and evaluation in ("winrate", "winrate_vs_champion", "winrate_vs_start")
-                and f"winrate/{statistic}" not in BOUNDED):
+                and rule.metric.split("/", 1)[0] in ("winrate", "winrate_vs_champion", "winrate_vs_start")
+                and renamed_key(rule.metric, "winrate") not in BOUNDED):
             problems.append(f"gate.rules.{i} ({rule.name}): {rule.metric} gets no anytime-valid bound under "
                             f"eval.sequential (only {', '.join(k.split('/')[1] for k in BOUNDED)} do), so its bound "
                             "could never be shown; use `statistic: point`, or drop eval.sequential")

@@ -24,7 +24,7 @@ level (their columns).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -502,12 +502,9 @@ def _size_for_power(rules, scenario, sizes, sims, family_size, rng) -> int | Non
     be shown non-inferior (prompts held large). A regression needs no size: small sets cannot show
     non-inferiority, so they block it anyway - the block rates at the configured size say enough."""
     for size in SIZE_GRID:
-        if scenario.name == "non_inferior":
-            trial = Sizes(LARGE, {k: size for k in sizes.domain_items}, kl_samples=sizes.kl_samples,
-                          max_truncated_pct=sizes.max_truncated_pct)
-        else:
-            trial = Sizes(size, {k: LARGE for k in sizes.domain_items}, kl_samples=sizes.kl_samples,
-                          max_truncated_pct=sizes.max_truncated_pct)
+        searched_items = scenario.name == "non_inferior"
+        trial = replace(sizes, n_prompts=LARGE if searched_items else size,  # everything else as configured
+                        domain_items={k: size if searched_items else LARGE for k in sizes.domain_items})
         if _rates(rules, scenario, trial, sims, family_size, rng).promote_rate >= POWER_TARGET:
             return size
     return None

@@ -408,8 +408,7 @@ def winrate_rows(result: Any, evaluation: str = "winrate") -> dict | None:
         value = finite(m.get(key))
         reason = m.get(f"{key}_missing_reason")
         if not isinstance(reason, str) or not reason:
-            reason = (f"not identified ({flag} = 0)" if finite(m.get(flag)) == 0.0 else "not measured") if flag else \
-                "not measured"
+            reason = f"not identified ({flag} = 0)" if flag and finite(m.get(flag)) == 0.0 else "not measured"
         return {"id": key.split("/")[1], "label": label, "key": key, "missing": value is None,
                 "value": fmt(value), "stderr": fmt(finite(m.get(key + _STDERR))),
                 "lo": fmt(finite(m.get(key + _CI_LOW))), "hi": fmt(finite(m.get(key + _CI_HIGH))),
@@ -423,8 +422,10 @@ def winrate_rows(result: Any, evaluation: str = "winrate") -> dict | None:
     uncut_n, judged = finite(m.get(f"{evaluation}/uncut_prompts")), finite(m.get(f"{evaluation}/n"))
     uncut = None
     if uncut_n is not None:
+        from evals.pairwise import uncut_key
+
         uncut = {"prompts": fmt(uncut_n), "judged": fmt(judged), "all": uncut_n == judged,
-                 "rows": [row(label, key.replace("/", "/uncut_", 1), None) for label, key, _ in named]}
+                 "rows": [row(label, uncut_key(key), None) for label, key, _ in named]}
     return {"rows": rows, "censored": finite(m.get(f"{evaluation}/lengths_censored")) == 1.0,
             "max_truncated_pct": None if limit is None else fmt_float(limit),
             "gate_reads_none": not any(row["gated"] for row in rows), "uncut": uncut}
